@@ -1,0 +1,79 @@
+"""The command line: `minidreamer4 <command> [--preset NAME] [--section.field VALUE ...]`.
+
+Every command takes the same config flags (see `minidreamer4 <command> --help`); the resolved config is
+printed at start and saved in the run folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from . import config as C
+
+
+def _print_config(cfg: C.RunConfig) -> None:
+    print("config:", json.dumps(C.to_dict(cfg), separators=(",", ":")), flush=True)
+
+
+def cmd_envs(args: argparse.Namespace) -> None:
+    from .envs import known_env_ids
+
+    print("\n".join(known_env_ids()))
+
+
+def cmd_collect(args: argparse.Namespace) -> None:
+    from .collect import collect
+    from .data import EpisodeStore
+    from .envs import make_env_from_config
+    from .run import episodes_dir
+
+    cfg = C.config_from_args(args)
+    _print_config(cfg)
+    out = args.out or str(episodes_dir(cfg))
+    env = make_env_from_config(cfg.env)
+    if args.policy != "random":
+        raise SystemExit(f"unknown policy {args.policy!r}; `collect` supports: random")
+    stats = collect(env, EpisodeStore(out), args.episodes, "random", seed=cfg.seed)
+    env.close()
+    print(json.dumps({"out": out, **stats}))
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from .pipeline import demo
+
+    cfg = C.config_from_args(args)
+    _print_config(cfg)
+    demo(cfg)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="minidreamer4", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("envs", help="list the known environment ids")
+    s.set_defaults(fn=cmd_envs)
+
+    s = sub.add_parser("collect", help="collect episodes into an episode store")
+    s.add_argument("--episodes", type=int, default=10)
+    s.add_argument("--policy", default="random", help="random (the agent's policy comes with `train`)")
+    s.add_argument("--out", default="", help="episode store folder (default: <run folder>/episodes)")
+    C.add_config_flags(s)
+    s.set_defaults(fn=cmd_collect)
+
+    s = sub.add_parser("demo", help="the default job: everything that exists, end to end")
+    C.add_config_flags(s)
+    s.set_defaults(fn=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        args.fn(args)
+    except (ValueError, RuntimeError) as e:  # user errors: one clear line, no traceback
+        if getattr(args, "debug", False):
+            raise
+        print(f"minidreamer4 {args.command}: error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -1,0 +1,107 @@
+"""Collecting episodes into the store: random interaction first, later the agent's own policy.
+
+Episode i of a collection with seed s resets the env with seed s * 1_000_003 + i and draws random actions
+from a generator seeded with (s, i): the same seed gives the same data, and appending more episodes later
+continues with new seeds instead of repeating old ones.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import numpy as np
+from tqdm import tqdm
+
+from .data import EpisodeStore
+from .envs import PixelEnv, bins_to_action
+
+Policy = Callable[[np.ndarray], np.ndarray]  # float obs (C, H, W) -> action in [-1, 1]^A
+
+
+def random_policy(env: PixelEnv, rng: np.random.Generator) -> Policy:
+    """Uniform random actions; discrete dimensions draw one of their bins uniformly."""
+    spec = env.action_spec
+    bins = np.asarray(spec.bins, np.float32)
+
+    def act(_obs: np.ndarray) -> np.ndarray:
+        if spec.kind == "box":
+            return rng.uniform(-1, 1, spec.dims).astype(np.float32)
+        return bins_to_action(rng.integers(0, bins).astype(np.float32), bins).astype(np.float32)
+
+    return act
+
+
+def run_episode(env: PixelEnv, policy: Policy, seed: int) -> dict[str, np.ndarray]:
+    """One episode, until termination or truncation. Returns the store's arrays (see data.py)."""
+    obs = env.reset(seed=seed)
+    frames, acts, rews, terms, truncs = [env.frame], [], [], [], []
+    while True:
+        a = np.asarray(policy(obs), np.float32)
+        obs, r, term, trunc, _ = env.step(a)
+        frames.append(env.frame)
+        acts.append(a)
+        rews.append(r)
+        terms.append(term)
+        truncs.append(trunc)
+        if term or trunc:
+            break
+    return {
+        "obs": np.stack(frames),
+        "act": np.stack(acts),
+        "rew": np.array(rews, np.float32),
+        "term": np.array(terms),
+        "trunc": np.array(truncs),
+    }
+
+
+def episode_meta(env: PixelEnv, seed: int, policy: str, extra: dict | None = None) -> dict:
+    return {
+        "env_id": env.env_id,
+        "obs_shape": list(env.obs_shape),
+        "action_spec": env.action_spec.to_dict(),
+        "action_repeat": env.action_repeat,
+        "max_steps": env.max_steps,
+        "seed": seed,
+        "policy": policy,
+        **(extra or {}),
+    }
+
+
+def collect(
+    env: PixelEnv,
+    store: EpisodeStore,
+    episodes: int,
+    policy: str | Policy = "random",
+    seed: int = 0,
+    progress: bool = True,
+    policy_name: str | None = None,
+) -> dict:
+    """Runs `episodes` episodes and appends each to the store as soon as it ends. Returns summary stats."""
+    returns, steps, t0 = [], 0, time.perf_counter()
+    bar = tqdm(
+        total=episodes, desc=f"collect {env.env_id}", unit="ep", disable=not progress, dynamic_ncols=True
+    )
+    for _ in range(episodes):
+        idx = store.indices()
+        i = idx[-1] + 1 if idx else 0  # the index store.add will give this episode
+        ep_seed = seed * 1_000_003 + i
+        pol = random_policy(env, np.random.default_rng([seed, i])) if policy == "random" else policy
+        ep = run_episode(env, pol, ep_seed)
+        ret = float(ep["rew"].sum())
+        name = policy if isinstance(policy, str) else (policy_name or "agent")
+        store.add(ep, episode_meta(env, ep_seed, name, {"return": ret}))
+        returns.append(ret)
+        steps += len(ep["act"])
+        bar.update(1)
+        bar.set_postfix(steps_per_s=f"{steps / (time.perf_counter() - t0):.0f}", ret=f"{ret:.1f}")
+    bar.close()
+    dt = time.perf_counter() - t0
+    return {
+        "episodes": episodes,
+        "steps": steps,
+        "seconds": dt,
+        "steps_per_s": steps / max(dt, 1e-9),
+        "mean_return": float(np.mean(returns)) if returns else float("nan"),
+        "std_return": float(np.std(returns)) if returns else float("nan"),
+    }

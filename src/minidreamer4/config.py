@@ -1,0 +1,218 @@
+"""Typed configuration: one dataclass per module, nested in one RunConfig, with named presets.
+
+Every field is reachable from the command line as `--section.field value` (for example
+`--tokenizer.dim 128 --tok_train.lr 3e-4`); `--preset` picks the starting values. The resolved config is
+printed at start, saved as `config.json` in the run folder and inside every checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class EnvConfig:
+    id: str = "CarRacing-v3"  # any id from `minidreamer4 envs`, or a gymnasium id with image observations
+    size: int = 64  # observations are resized to (size, size); CarRacing's native size is 96
+    action_repeat: int = 2  # each agent action is applied this many env steps, rewards summed
+    max_steps: int = 500  # episode time limit, in agent steps (after action repeat)
+    action_bins: int = 11  # bins per continuous action dimension (discrete spaces use their own sizes)
+
+
+@dataclass
+class DataConfig:
+    dir: str = ""  # episode store; empty = <run folder>/episodes
+    seq_len: int = 8  # frames per training segment
+    batch: int = 8  # segments per batch
+    memory_gb: float = 4.0  # episodes kept in RAM by the sampler; the oldest are dropped beyond this
+    holdout_every: int = 10  # episode index % holdout_every == 0 is held out for evaluation
+    collect_episodes: int = 20  # random-policy episodes to collect when the store is empty
+
+
+@dataclass
+class TokenizerConfig:
+    patch: int = 8  # patch size p; image size must be divisible by it
+    dim: int = 192  # width D
+    heads: int = 4
+    kv_heads: int = 2  # grouped-query attention: kv_heads divides heads
+    enc_layers: int = 4
+    dec_layers: int = 4
+    time_every: int = 4  # every time_every-th layer attends over time (block-causal), the rest over space
+    latents: int = 16  # N_l latent tokens per frame
+    bottleneck: int = 32  # d_b values per latent (tanh bottleneck)
+    mask_max: float = 0.9  # MAE: per image p_mask ~ U(0, mask_max)
+    perceptual_weight: float = 0.2  # weight of the SSIM term (METHOD.md section 1)
+    rms_decay: float = 0.99  # running RMS estimate used to normalise each loss term
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 2000  # optimizer steps for this stage
+    minutes: float = 0.0  # if > 0, the stage also stops after this many minutes of training
+    lr: float = 1e-3
+    warmup: int = 100
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    log_every: int = 25
+    eval_every: int = 250
+    ckpt_every: int = 250
+
+
+@dataclass
+class RunConfig:
+    name: str = "default"
+    runs_dir: str = "runs"  # run folder = <runs_dir>/<name>
+    seed: int = 0
+    device: str = "auto"  # auto = cuda > mps > cpu
+    bf16: str = "auto"  # autocast to bfloat16: auto (on where measured to help), on, off
+    threads: int = 0  # torch CPU threads; 0 = torch's default
+    wandb: bool = False  # also log to Weights & Biases (offline without network)
+    env: EnvConfig = field(default_factory=EnvConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    tok_train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def _tiny() -> RunConfig:
+    c = RunConfig(name="tiny")
+    c.env = EnvConfig(id="DotTrack-v0", size=16, action_repeat=1, max_steps=40, action_bins=5)
+    c.data = DataConfig(seq_len=4, batch=4, memory_gb=0.5, holdout_every=4, collect_episodes=4)
+    c.tokenizer = TokenizerConfig(
+        patch=4,
+        dim=32,
+        heads=2,
+        kv_heads=1,
+        enc_layers=2,
+        dec_layers=2,
+        time_every=2,
+        latents=4,
+        bottleneck=8,
+    )
+    c.tok_train = TrainConfig(steps=30, lr=2e-3, warmup=5, log_every=10, eval_every=15, ckpt_every=15)
+    return c
+
+
+def _cpu() -> RunConfig:
+    return RunConfig(name="cpu")
+
+
+def _gpu() -> RunConfig:
+    c = RunConfig(name="gpu")
+    c.env = EnvConfig(size=96, action_repeat=2, max_steps=500)
+    c.data = DataConfig(seq_len=16, batch=32, memory_gb=32.0, collect_episodes=100)
+    c.tokenizer = TokenizerConfig(
+        patch=8, dim=512, heads=8, kv_heads=4, enc_layers=8, dec_layers=8, latents=32, bottleneck=32
+    )
+    c.tok_train = TrainConfig(steps=50_000, lr=3e-4, warmup=1000, eval_every=2000, ckpt_every=2000)
+    return c
+
+
+PRESETS = {"tiny": _tiny, "cpu": _cpu, "gpu": _gpu}
+
+
+def preset(name: str) -> RunConfig:
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    return PRESETS[name]()
+
+
+# ----------------------------------------------------------------------------------------------------
+# dict <-> dataclass, and `--section.field` command-line flags
+
+
+def to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(cls: type, d: dict) -> Any:
+    """Builds a (nested) dataclass from a dict; unknown keys are an error, missing keys keep defaults."""
+    kwargs = {}
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for k, v in d.items():
+        if k not in fields:
+            raise ValueError(f"unknown config key {cls.__name__}.{k}")
+        ftype = _field_type(cls, k)
+        kwargs[k] = from_dict(ftype, v) if dataclasses.is_dataclass(ftype) else v
+    return cls(**kwargs)
+
+
+def _field_type(cls: type, name: str) -> Any:
+    import typing
+
+    return typing.get_type_hints(cls)[name]
+
+
+def _walk(cfg: Any, prefix: str = ""):
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        key = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(v):
+            yield from _walk(v, key + ".")
+        else:
+            yield key, f, v
+
+
+def _parse_bool(s: str) -> bool:
+    if s.lower() in ("1", "true", "yes", "on"):
+        return True
+    if s.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected a boolean, got {s!r}")
+
+
+ALIASES = {"env.id": ["--env"]}  # short forms of the most used flags
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """Adds `--preset` and one `--section.field` flag per leaf of RunConfig (defaults: the preset)."""
+    parser.add_argument("--preset", default="cpu", choices=sorted(PRESETS), help="starting values")
+    base = RunConfig()
+    group = parser.add_argument_group("config (overrides on top of the preset)")
+    for key, _f, v in _walk(base):
+        typ = _parse_bool if isinstance(v, bool) else type(v)
+        group.add_argument(
+            f"--{key}",
+            *ALIASES.get(key, []),
+            dest=key,
+            type=typ,
+            default=None,
+            nargs="?" if isinstance(v, bool) else None,
+            const=True if isinstance(v, bool) else None,
+            metavar=type(v).__name__.upper(),
+        )
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    cfg = preset(args.preset)
+    for key, _f, _v in _walk(cfg):
+        val = getattr(args, key, None)
+        if val is not None:
+            set_key(cfg, key, val)
+    return cfg
+
+
+def set_key(cfg: Any, dotted: str, value: Any) -> None:
+    *path, leaf = dotted.split(".")
+    obj = cfg
+    for p in path:
+        obj = getattr(obj, p)
+    if not hasattr(obj, leaf):
+        raise ValueError(f"unknown config key {dotted}")
+    setattr(obj, leaf, value)
+
+
+def replace(cfg: RunConfig, **dotted: Any) -> RunConfig:
+    """A copy of cfg with dotted keys replaced: replace(cfg, **{"tokenizer.dim": 64})."""
+    c = copy.deepcopy(cfg)
+    for k, v in dotted.items():
+        set_key(c, k, v)
+    return c
+
+
+def dumps(cfg: RunConfig) -> str:
+    return json.dumps(to_dict(cfg), indent=2)

@@ -1,0 +1,65 @@
+"""Environment registry. Ids resolve lazily: an env's own dependency (Box2D for CarRacing) is imported only
+when that env is made."""
+
+from __future__ import annotations
+
+from .adapter import ActionSpec, PixelEnv, action_to_bins, bins_to_action, from_env_action, to_env_action
+
+# The project's own envs, by id -> "module:factory". Gymnasium ids with image observations also work.
+BUILTIN = {
+    "DotTrack-v0": "minidreamer4.envs.dottrack:DotTrackEnv",
+}
+RECOMMENDED = ["CarRacing-v3", "DotTrack-v0"]
+
+
+def known_env_ids() -> list[str]:
+    return sorted(set(RECOMMENDED) | set(BUILTIN))
+
+
+def _load(target: str):
+    import importlib
+
+    mod, name = target.split(":")
+    return getattr(importlib.import_module(mod), name)
+
+
+def make_env(
+    env_id: str, size: int = 64, action_repeat: int = 1, max_steps: int = 1000, action_bins: int = 11
+) -> PixelEnv:
+    """Makes the env `env_id` wrapped in PixelEnv. Unknown ids get an error listing the known ones."""
+    if env_id in BUILTIN:
+        env = _load(BUILTIN[env_id])(size=size, max_steps=max_steps * action_repeat)
+    else:
+        import gymnasium as gym
+
+        if env_id not in gym.registry:
+            raise ValueError(
+                f"unknown env id {env_id!r}. Known: {', '.join(known_env_ids())} "
+                "(or any registered gymnasium id with image observations)"
+            )
+        try:
+            kwargs = {"continuous": True} if env_id.startswith("CarRacing") else {}
+            env = gym.make(env_id, **kwargs)
+        except gym.error.DependencyNotInstalled as e:
+            raise RuntimeError(f"{env_id} needs a dependency that is not installed: {e}") from e
+    return PixelEnv(
+        env, env_id, size=size, action_repeat=action_repeat, max_steps=max_steps, action_bins=action_bins
+    )
+
+
+def make_env_from_config(cfg) -> PixelEnv:
+    """Makes the env of an EnvConfig."""
+    return make_env(cfg.id, cfg.size, cfg.action_repeat, cfg.max_steps, cfg.action_bins)
+
+
+__all__ = [
+    "ActionSpec",
+    "PixelEnv",
+    "action_to_bins",
+    "bins_to_action",
+    "from_env_action",
+    "to_env_action",
+    "known_env_ids",
+    "make_env",
+    "make_env_from_config",
+]

@@ -1,0 +1,181 @@
+"""The one environment interface every part of minidreamer4 uses.
+
+`PixelEnv` wraps a gymnasium env with image observations:
+- observations: float32 (C, H, W) in [0, 1], resized to (size, size); `env.frame` holds the same frame as
+  uint8, which is what the episode store keeps;
+- actions: float vectors in [-1, 1], one entry per action dimension. Box bounds are mapped linearly; each
+  Discrete / MultiDiscrete / MultiBinary dimension with n choices is the bin grid -1 + 2 k / (n - 1), the same
+  binning the models use for continuous dimensions (`action_bins`);
+- action repeat (rewards summed) and an episode time limit in agent steps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from PIL import Image
+
+
+@dataclass(frozen=True)
+class ActionSpec:
+    """What the models need to know about actions: per-dimension bin counts and how to reach the env."""
+
+    kind: str  # "box" | "discrete" | "multidiscrete" | "multibinary"
+    bins: tuple[int, ...]  # bins per dimension (continuous: action_bins; discrete: number of choices)
+    low: tuple[float, ...] = ()  # Box bounds (kind == "box")
+    high: tuple[float, ...] = ()
+    start: tuple[int, ...] = ()  # Discrete start offsets
+
+    @property
+    def dims(self) -> int:
+        return len(self.bins)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @staticmethod
+    def from_dict(d: dict) -> ActionSpec:
+        return ActionSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+def action_to_bins(a, bins):
+    """[-1, 1] values -> nearest bin index per dimension. Works on numpy arrays and torch tensors alike."""
+    n = bins - 1
+    return (((a.clip(-1, 1) + 1) / 2) * n).round()
+
+
+def bins_to_action(idx, bins):
+    """Bin index -> the bin's centre in [-1, 1] (a single-choice dimension maps to 0)."""
+    n = bins - 1
+    return idx * 2 / n.clip(1) - 1 + (n == 0) * 1.0
+
+
+def action_spec_of(space, action_bins: int) -> ActionSpec:
+    from gymnasium import spaces
+
+    if isinstance(space, spaces.Box):
+        if space.shape is None or len(space.shape) != 1:
+            raise ValueError(f"Box action spaces must be 1-D vectors, got shape {space.shape}")
+        if not (np.all(np.isfinite(space.low)) and np.all(np.isfinite(space.high))):
+            raise ValueError(f"Box action space {space} has infinite bounds; give it finite ones")
+        if action_bins < 2:
+            raise ValueError(f"action_bins must be >= 2, got {action_bins}")
+        d = space.shape[0]
+        return ActionSpec(
+            "box", (action_bins,) * d, tuple(map(float, space.low)), tuple(map(float, space.high))
+        )
+    if isinstance(space, spaces.Discrete):
+        return ActionSpec("discrete", (int(space.n),), start=(int(space.start),))
+    if isinstance(space, spaces.MultiDiscrete):
+        if space.nvec.ndim != 1:
+            raise ValueError("only 1-D MultiDiscrete action spaces are supported")
+        return ActionSpec(
+            "multidiscrete", tuple(int(n) for n in space.nvec), start=tuple(int(s) for s in space.start)
+        )
+    if isinstance(space, spaces.MultiBinary):
+        n = int(np.prod(space.shape))
+        return ActionSpec("multibinary", (2,) * n)
+    raise ValueError(f"unsupported action space {space}: use Box, Discrete, MultiDiscrete or MultiBinary")
+
+
+def to_env_action(a: np.ndarray, spec: ActionSpec):
+    """Agent action in [-1, 1]^dims -> what env.step expects."""
+    a = np.asarray(a, dtype=np.float32).reshape(spec.dims)
+    if spec.kind == "box":
+        low, high = np.asarray(spec.low, np.float32), np.asarray(spec.high, np.float32)
+        return (low + (a.clip(-1, 1) + 1) / 2 * (high - low)).astype(np.float32)
+    idx = action_to_bins(a, np.asarray(spec.bins)).astype(np.int64)
+    if spec.kind == "discrete":
+        return int(idx[0] + spec.start[0])
+    if spec.kind == "multidiscrete":
+        return idx + np.asarray(spec.start, np.int64)
+    return idx.astype(np.int8)  # multibinary
+
+
+def from_env_action(x, spec: ActionSpec) -> np.ndarray:
+    """The inverse of to_env_action: an env action -> agent action in [-1, 1]^dims."""
+    if spec.kind == "box":
+        low, high = np.asarray(spec.low, np.float32), np.asarray(spec.high, np.float32)
+        return (2 * (np.asarray(x, np.float32) - low) / (high - low) - 1).astype(np.float32)
+    idx = np.asarray(x, np.int64).reshape(spec.dims) - (np.asarray(spec.start) if spec.start else 0)
+    return bins_to_action(idx.astype(np.float32), np.asarray(spec.bins, np.float32)).astype(np.float32)
+
+
+def image_shape_of(space) -> tuple[int, int, int]:
+    """(H, W, C) of an image observation space, or a clear error saying why it is not one."""
+    from gymnasium import spaces
+
+    why = None
+    if not isinstance(space, spaces.Box):
+        why = f"it is a {type(space).__name__}, not a Box"
+    elif len(space.shape) == 2:
+        return (*space.shape, 1)
+    elif len(space.shape) != 3 or space.shape[-1] not in (1, 3):
+        why = f"its shape {space.shape} is not (H, W), (H, W, 1) or (H, W, 3)"
+    else:
+        return tuple(space.shape)
+    raise ValueError(f"observation space {space} is not an image: {why}. minidreamer4 learns from pixels.")
+
+
+class PixelEnv:
+    """gymnasium env -> (C, H, W) float observations in [0, 1] and [-1, 1] actions. See module docstring."""
+
+    def __init__(
+        self,
+        env,
+        env_id: str,
+        size: int = 64,
+        action_repeat: int = 1,
+        max_steps: int = 1000,
+        action_bins: int = 11,
+    ):
+        h, w, c = image_shape_of(env.observation_space)
+        if action_repeat < 1:
+            raise ValueError(f"action_repeat must be >= 1, got {action_repeat}")
+        self.env, self.env_id = env, env_id
+        self.size, self.action_repeat, self.max_steps = size, action_repeat, max_steps
+        self.channels = c
+        self.action_spec = action_spec_of(env.action_space, action_bins)
+        self._float_obs = env.observation_space.dtype != np.uint8
+        self.frame: np.ndarray | None = None  # latest observation, uint8 (C, size, size)
+        self.t = 0
+
+    @property
+    def obs_shape(self) -> tuple[int, int, int]:
+        return (self.channels, self.size, self.size)
+
+    def _convert(self, obs) -> np.ndarray:
+        obs = np.asarray(obs)
+        if self._float_obs:  # float images in [0, 1]
+            obs = (obs.clip(0, 1) * 255).round().astype(np.uint8)
+        if obs.ndim == 2:
+            obs = obs[..., None]
+        if obs.shape[0] != self.size or obs.shape[1] != self.size:
+            img = Image.fromarray(obs[..., 0] if self.channels == 1 else obs)
+            obs = np.asarray(img.resize((self.size, self.size), Image.BILINEAR))
+            if obs.ndim == 2:
+                obs = obs[..., None]
+        self.frame = np.ascontiguousarray(obs.transpose(2, 0, 1))
+        return self.frame.astype(np.float32) / 255.0
+
+    def reset(self, seed: int | None = None) -> np.ndarray:
+        obs, _ = self.env.reset(seed=seed)
+        self.t = 0
+        return self._convert(obs)
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
+        env_action = to_env_action(action, self.action_spec)
+        total, terminated, truncated, info = 0.0, False, False, {}
+        for _ in range(self.action_repeat):
+            obs, r, terminated, truncated, info = self.env.step(env_action)
+            total += float(r)
+            if terminated or truncated:
+                break
+        self.t += 1
+        if self.t >= self.max_steps and not terminated:
+            truncated = True
+        return self._convert(obs), total, bool(terminated), bool(truncated), info
+
+    def close(self) -> None:
+        self.env.close()

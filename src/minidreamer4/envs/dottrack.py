@@ -1,0 +1,93 @@
+"""DotTrack-v0: a tiny pixel racing env in pure numpy, so tests and quick runs need no Box2D.
+
+A red car (a dot) sits on a procedurally drawn closed road (a wobbly ring, new shape every episode) on
+green grass, seen top-down with a fixed camera. The action is a 2-D acceleration in [-1, 1]^2. Reward is
+progress along the road, counter-clockwise (10 per lap) while on the road, and -0.1 per step off it; hitting
+the arena wall ends the episode with -1. So the reward depends on the action, and a good policy must steer
+along the curve: learnable, but not by a constant action.
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+GRASS = np.array([40, 150, 50], np.uint8)
+ROAD = np.array([110, 110, 110], np.uint8)
+LINE = np.array([240, 240, 240], np.uint8)
+CAR = np.array([220, 30, 30], np.uint8)
+
+
+class DotTrackEnv(gym.Env):
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 30}
+
+    def __init__(self, size: int = 64, max_steps: int = 1000, render_mode: str | None = "rgb_array"):
+        self.size, self.max_steps, self.render_mode = size, max_steps, render_mode
+        self.observation_space = spaces.Box(0, 255, (size, size, 3), np.uint8)
+        self.action_space = spaces.Box(-1.0, 1.0, (2,), np.float32)
+        self.road_width = 0.16  # half-width, in world units (the arena is [-1, 1]^2)
+        self.accel, self.drag = 0.012, 0.85
+        # pixel centres in world coordinates, (size, size) each; y points up
+        c = (np.arange(size) + 0.5) / size * 2 - 1
+        self._px, self._py = np.meshgrid(c, -c)
+
+    # the track: centre-line radius as a function of angle, r(theta) = r0 (1 + sum_k a_k sin(k theta + phi_k))
+    def _radius(self, theta):
+        r = np.ones_like(theta)
+        for k, a, ph in zip((2, 3), self._amp, self._phase):
+            r = r + a * np.sin(k * theta + ph)
+        return self._r0 * r
+
+    def _on_road(self, x, y) -> np.ndarray:
+        return np.abs(np.hypot(x, y) - self._radius(np.arctan2(y, x))) < self.road_width
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        rng = self.np_random
+        self._r0 = rng.uniform(0.55, 0.65)
+        self._amp = rng.uniform(-0.12, 0.12, size=2)
+        self._phase = rng.uniform(0, 2 * np.pi, size=2)
+        bg = np.empty((self.size, self.size, 3), np.uint8)
+        bg[:] = GRASS
+        bg[self._on_road(self._px, self._py)] = ROAD
+        theta0 = rng.uniform(0, 2 * np.pi)
+        line = np.abs(np.angle(np.exp(1j * (np.arctan2(self._py, self._px) - theta0)))) < 0.04
+        bg[line & self._on_road(self._px, self._py)] = LINE  # start line: lets a viewer see laps
+        self._bg = bg
+        r = self._radius(np.array(theta0))
+        self.pos = np.array([r * np.cos(theta0), r * np.sin(theta0)])
+        self.vel = np.zeros(2)
+        self._theta = theta0
+        self.t = 0
+        return self.render(), {}
+
+    def step(self, action):
+        a = np.clip(np.asarray(action, np.float64).reshape(2), -1, 1)
+        self.vel = self.drag * self.vel + self.accel * a
+        self.pos = self.pos + self.vel
+        self.t += 1
+        theta = np.arctan2(self.pos[1], self.pos[0])
+        dtheta = np.angle(np.exp(1j * (theta - self._theta)))  # wrapped to (-pi, pi]
+        self._theta = theta
+        terminated = bool(np.any(np.abs(self.pos) >= 1.0))
+        if terminated:
+            reward = -1.0
+            self.pos = np.clip(self.pos, -1, 1)
+        elif self._on_road(self.pos[0], self.pos[1]):
+            reward = 10.0 * dtheta / (2 * np.pi)
+        else:
+            reward = -0.1
+        truncated = self.t >= self.max_steps
+        return self.render(), float(reward), terminated, truncated, {"on_road": reward > -0.1}
+
+    def render(self) -> np.ndarray:
+        img = self._bg.copy()
+        rad = max(1.5, self.size / 28)
+        cx, cy = (self.pos[0] + 1) / 2 * self.size, (1 - self.pos[1]) / 2 * self.size  # pixel coordinates
+        x0, x1 = int(max(0, cx - rad - 1)), int(min(self.size, cx + rad + 2))
+        y0, y1 = int(max(0, cy - rad - 1)), int(min(self.size, cy + rad + 2))
+        yy, xx = np.mgrid[y0:y1, x0:x1]
+        disc = (xx + 0.5 - cx) ** 2 + (yy + 0.5 - cy) ** 2 <= rad**2
+        img[y0:y1, x0:x1][disc] = CAR
+        return img

@@ -1,0 +1,132 @@
+import numpy as np
+import pytest
+
+from minidreamer4.collect import collect
+from minidreamer4.data import EpisodeError, EpisodeStore, SegmentSampler, load_episode, save_episode
+from minidreamer4.envs import make_env
+
+
+def _synthetic(T=12, A=2, shape=(1, 4, 4)):
+    obs = np.zeros((T + 1, *shape), np.uint8) + np.arange(T + 1, dtype=np.uint8)[:, None, None, None]
+    act = np.repeat(np.arange(T, dtype=np.float32)[:, None], A, 1)
+    term = np.zeros(T, bool)
+    term[-1] = True
+    return {
+        "obs": obs,
+        "act": act,
+        "rew": np.arange(T, dtype=np.float32) * 10,
+        "term": term,
+        "trunc": np.zeros(T, bool),
+    }
+
+
+META = {"env_id": "Synth", "obs_shape": [1, 4, 4], "action_spec": {"kind": "box", "bins": [5, 5]}}
+
+
+def test_collect_store_sample_round_trip(tmp_path):
+    env = make_env("DotTrack-v0", size=16, max_steps=30)
+    store = EpisodeStore(tmp_path / "eps")
+    stats = collect(env, store, 3, "random", seed=0, progress=False)
+    assert len(store) == 3 and stats["steps"] > 0
+    arrays, meta = store.load(1)
+    assert arrays["obs"].dtype == np.uint8 and arrays["obs"].shape[1:] == (3, 16, 16)
+    assert len(arrays["obs"]) == len(arrays["act"]) + 1 == meta["length"] + 1
+    assert meta["env_id"] == "DotTrack-v0" and meta["action_spec"]["bins"] == [11, 11]
+    s = SegmentSampler(store, seq_len=4, batch=5, split="all", seed=0)
+    b = s.sample()
+    assert b["obs"].shape == (5, 4, 3, 16, 16) and b["obs"].dtype == np.uint8
+    assert b["act"].shape == (5, 4, 2) and b["has_act"].shape == b["rew"].shape == b["term"].shape == (5, 4)
+
+
+def test_sampler_alignment(tmp_path):
+    store = EpisodeStore(tmp_path)
+    store.add(_synthetic(), META)
+    s = SegmentSampler(store, seq_len=5, batch=64, split="all", seed=1)
+    b = s.sample()
+    frame = b["obs"][:, :, 0, 0, 0].astype(np.float32)  # frame index
+    # the action stored with frame t is the one that LED to it: a_{t-1}, and none for frame 0
+    assert np.array_equal(b["has_act"], frame > 0)
+    assert np.allclose(b["act"][..., 0][b["has_act"]], frame[b["has_act"]] - 1)
+    assert np.allclose(b["rew"][b["has_act"]], (frame[b["has_act"]] - 1) * 10)
+    assert np.array_equal(b["term"], frame == 12)
+    assert frame.min() == 0 and frame.max() == 12  # every frame reachable (uniform over steps)
+
+
+def test_splits_and_new_episodes_are_picked_up(tmp_path):
+    store = EpisodeStore(tmp_path)
+    for _ in range(4):
+        store.add(_synthetic(), META)
+    train = SegmentSampler(store, 4, 2, split="train", holdout_every=2, refresh_s=0)
+    ev = SegmentSampler(store, 4, 2, split="eval", holdout_every=2, refresh_s=0)
+    assert sorted(train.episodes) == [1, 3] and sorted(ev.episodes) == [0, 2]
+    store.add(_synthetic(), META)
+    store.add(_synthetic(), META)
+    train.sample()
+    assert sorted(train.episodes) == [1, 3, 5]
+
+
+def test_memory_cap_drops_oldest(tmp_path):
+    store = EpisodeStore(tmp_path)
+    for _ in range(5):
+        store.add(_synthetic(T=100, shape=(3, 32, 32)), {**META, "obs_shape": [3, 32, 32]})
+    one = sum(a.nbytes for a in load_episode(store.path(0))[0].values())
+    s = SegmentSampler(store, 4, 2, split="all", memory_gb=2.5 * one / 2**30)
+    assert sorted(s.episodes) == [3, 4]
+
+
+def test_truncated_file_is_named(tmp_path):
+    store = EpisodeStore(tmp_path)
+    path = store.add(_synthetic(), META)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(EpisodeError, match=str(path.name)):
+        SegmentSampler(store, 4, 2, split="all")
+
+
+def test_corrupted_file_is_named(tmp_path):
+    store = EpisodeStore(tmp_path)
+    store.add(_synthetic(), META)
+    path = store.add(_synthetic(), META)
+    data = bytearray(path.read_bytes())
+    for i in range(60, 120):
+        data[i] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(EpisodeError, match=path.name):
+        store.load(1)
+
+
+def test_mismatched_episode_is_an_error(tmp_path):
+    store = EpisodeStore(tmp_path)
+    store.add(_synthetic(), META)
+    with pytest.raises(EpisodeError, match="obs_shape"):
+        store.add(_synthetic(shape=(3, 4, 4)), {**META, "obs_shape": [3, 4, 4]})
+    # a file written behind the store's back with other metadata is caught on load
+    save_episode(store.path(1), _synthetic(shape=(3, 4, 4)), {**META, "obs_shape": [3, 4, 4]})
+    with pytest.raises(EpisodeError, match="ep-000001"):
+        store.load(1)
+    bad = _synthetic()
+    bad["act"] = bad["act"][:-1]
+    with pytest.raises(EpisodeError, match="expected T\\+1"):
+        store.add(bad, META)
+
+
+def test_atomic_write_leaves_no_partial_episode(tmp_path):
+    store = EpisodeStore(tmp_path)
+    store.add(_synthetic(), META)
+    (tmp_path / ".ep-000001.npz.123.tmp").write_bytes(b"half an episode")  # what a crash mid-write leaves
+    assert store.indices() == [0]
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp") and "123" not in p.name]
+
+
+def test_same_seed_same_data(tmp_path):
+    def run(seed, folder):
+        env = make_env("DotTrack-v0", size=16, max_steps=20)
+        store = EpisodeStore(tmp_path / folder)
+        collect(env, store, 2, "random", seed=seed, progress=False)
+        return [store.load(i)[0] for i in range(2)]
+
+    a, b, c = run(7, "a"), run(7, "b"), run(8, "c")
+    for ea, eb in zip(a, b):
+        for k in ea:
+            assert np.array_equal(ea[k], eb[k]), k
+    assert not np.array_equal(a[0]["act"], c[0]["act"])

@@ -1,0 +1,92 @@
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium import spaces
+
+from minidreamer4.envs import PixelEnv, from_env_action, make_env, to_env_action
+from minidreamer4.envs.adapter import action_spec_of
+
+
+@pytest.mark.parametrize("size", [16, 32, 64])
+def test_dottrack_shapes_and_ranges(size):
+    env = make_env("DotTrack-v0", size=size, max_steps=10)
+    obs = env.reset(seed=0)
+    assert obs.shape == (3, size, size) and obs.dtype == np.float32
+    assert 0.0 <= obs.min() and obs.max() <= 1.0
+    assert env.frame.dtype == np.uint8 and env.frame.shape == (3, size, size)
+    assert np.allclose(env.frame / 255.0, obs)
+    steps, term, trunc = 0, False, False
+    while not (term or trunc):
+        obs, r, term, trunc, _ = env.step(np.zeros(2, np.float32))
+        steps += 1
+    assert trunc and not term and steps == 10  # time limit in agent steps
+
+
+def test_carracing_resized_and_action_repeat():
+    env = make_env("CarRacing-v3", size=64, action_repeat=2, max_steps=3)
+    obs = env.reset(seed=0)
+    assert obs.shape == (3, 64, 64)
+    assert env.action_spec.kind == "box" and env.action_spec.dims == 3
+    steps = 0
+    while True:
+        _, r, term, trunc, _ = env.step(np.array([0.0, 1.0, -1.0], np.float32))
+        steps += 1
+        if term or trunc:
+            break
+    assert steps == 3 and env.env.unwrapped.t > 0.05  # 3 agent steps = 6 env steps at 50 fps
+    env.close()
+
+
+def test_box_action_round_trip():
+    spec = action_spec_of(spaces.Box(np.array([-1, 0, 0]), np.array([1, 1, 1]), dtype=np.float32), 11)
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        a = rng.uniform(-1, 1, 3).astype(np.float32)
+        x = to_env_action(a, spec)
+        assert 0 <= x[1] <= 1 and 0 <= x[2] <= 1
+        assert np.allclose(from_env_action(x, spec), a, atol=1e-6)
+    assert np.allclose(to_env_action(np.array([-1, -1, 1]), spec), [-1, 0, 1])
+
+
+@pytest.mark.parametrize(
+    "space, n",
+    [
+        (spaces.Discrete(5, start=2), [5]),
+        (spaces.MultiDiscrete([3, 4]), [3, 4]),
+        (spaces.MultiBinary(3), [2, 2, 2]),
+    ],
+)
+def test_discrete_action_round_trip(space, n):
+    spec = action_spec_of(space, 11)
+    assert list(spec.bins) == n
+    for _ in range(20):
+        x = space.sample()
+        a = from_env_action(x, spec)
+        assert a.min() >= -1 and a.max() <= 1
+        assert np.array_equal(np.asarray(to_env_action(a, spec)), np.asarray(x))
+    if isinstance(space, spaces.Discrete):  # bin centres: -1, -0.5, 0, 0.5, 1 -> 2..6
+        assert [to_env_action(np.array([v]), spec) for v in (-1, -0.5, 0, 0.5, 1)] == [2, 3, 4, 5, 6]
+
+
+def test_unknown_env_lists_known():
+    with pytest.raises(ValueError, match="DotTrack-v0"):
+        make_env("NoSuchEnv-v9")
+
+
+def test_non_image_observation_is_a_clear_error():
+    with pytest.raises(ValueError, match="not an image"):
+        PixelEnv(gym.make("CartPole-v1"), "CartPole-v1")
+
+
+def test_dottrack_reward_depends_on_action():
+    def ret(direction):
+        env = make_env("DotTrack-v0", size=16, max_steps=15)
+        env.reset(seed=3)
+        x, y = env.env.pos
+        tangent = direction * np.array([-y, x]) / np.hypot(x, y)  # counter-clockwise for +1
+        total = 0.0
+        for _ in range(15):
+            total += env.step(tangent.astype(np.float32))[1]
+        return total
+
+    assert ret(+1) > 0.2 > -0.2 > ret(-1)
