@@ -40,6 +40,16 @@ def cmd_collect(args: argparse.Namespace) -> None:
     print(json.dumps({"out": out, **stats}))
 
 
+def cmd_train_tokenizer(args: argparse.Namespace) -> None:
+    from .pipeline import ensure_episodes
+    from .train import train_tokenizer
+
+    cfg = C.config_from_args(args)
+    _print_config(cfg)
+    ensure_episodes(cfg)
+    train_tokenizer(cfg)
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from .pipeline import demo
 
@@ -61,6 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="", help="episode store folder (default: <run folder>/episodes)")
     C.add_config_flags(s)
     s.set_defaults(fn=cmd_collect)
+
+    s = sub.add_parser("train-tokenizer", help="train the causal video tokenizer on the episode store")
+    C.add_config_flags(s)
+    s.set_defaults(fn=cmd_train_tokenizer)
 
     s = sub.add_parser("demo", help="the default job: everything that exists, end to end")
     C.add_config_flags(s)

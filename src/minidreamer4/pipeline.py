@@ -25,6 +25,13 @@ def ensure_episodes(cfg: RunConfig) -> EpisodeStore:
 
 
 def demo(cfg: RunConfig) -> None:
+    """What exists of the full loop, end to end: collect -> tokenizer."""
+    from .train import train_tokenizer
+
     d = prepare_run_dir(cfg)
     store = ensure_episodes(cfg)
     print(f"demo: run folder {d}; episode store {store.root}: {json.dumps(store.stats())}", flush=True)
+    train_tokenizer(cfg)
+    print(
+        f"demo: done. Reconstructions: {d / 'media' / 'tokenizer_recon.gif'}; metrics: {d / 'metrics.jsonl'}"
+    )

@@ -1,0 +1,243 @@
+"""Training loops, one visible function per stage. Each stage:
+- resumes from <run>/checkpoints/<stage>.pt when it exists (model, optimizer, step, elapsed time, RNG);
+- stops at its step budget or its minute budget (counted over all resumed runs), whichever comes first;
+- logs one line per interval plus a tqdm bar, metrics.jsonl and TensorBoard; evaluates and checkpoints
+  periodically, and once more at the end.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .config import RunConfig, TrainConfig, to_dict
+from .data import EpisodeStore, SegmentSampler
+from .media import grid, save_gif, save_png, side_by_side, stack_frames, to_uint8_hwc, upscale
+from .run import (
+    Logger,
+    episodes_dir,
+    fmt_metrics,
+    load_checkpoint,
+    pick_device,
+    prepare_run_dir,
+    rng_state,
+    save_checkpoint,
+    seed_everything,
+    set_rng_state,
+    use_bf16,
+)
+from .tokenizer import Tokenizer, psnr, ssim
+
+# ----------------------------------------------------------------------------------------------------
+# pieces every stage shares
+
+
+def lr_at(step: int, base: float, warmup: int, total: int, final_frac: float = 0.1) -> float:
+    """Linear warm-up over `warmup` steps, then cosine decay to final_frac * base at `total`."""
+    if step < warmup:
+        return base * (step + 1) / warmup
+    p = min(1.0, (step - warmup) / max(1, total - warmup))
+    return base * (final_frac + (1 - final_frac) * 0.5 * (1 + math.cos(math.pi * p)))
+
+
+def make_optimizer(model: torch.nn.Module, tcfg: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW; weight decay on matrices only (not on norms, biases, embeddings' single vectors)."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
+    other = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": tcfg.weight_decay}, {"params": other, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=tcfg.lr, betas=(0.9, 0.95))
+
+
+def to_device(batch: dict[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
+    """numpy batch -> tensors on the device; obs stays uint8 (4x less to move) until the model converts it."""
+    return {k: torch.from_numpy(v).to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def setup(cfg: RunConfig) -> tuple[Path, torch.device, bool]:
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    seed_everything(cfg.seed)
+    device = pick_device(cfg.device)
+    return prepare_run_dir(cfg), device, use_bf16(cfg.bf16, device)
+
+
+def samplers(
+    cfg: RunConfig, store: EpisodeStore, seq_len: int, batch: int
+) -> tuple[SegmentSampler, SegmentSampler]:
+    d = cfg.data
+    train = SegmentSampler(store, seq_len, batch, "train", d.holdout_every, d.memory_gb, seed=cfg.seed)
+    held = SegmentSampler(store, seq_len, batch, "eval", d.holdout_every, d.memory_gb, seed=cfg.seed + 1)
+    if not held.episodes:
+        raise RuntimeError(
+            f"no held-out episodes in {store.root}: episodes whose index % {d.holdout_every} == 0 are "
+            "held out; collect more episodes or change data.holdout_every"
+        )
+    return train, held
+
+
+class StageState:
+    """Model + optimizer + step + elapsed seconds, saved to and resumed from one checkpoint file."""
+
+    def __init__(
+        self,
+        path: Path,
+        cfg: RunConfig,
+        modules: dict[str, torch.nn.Module],
+        opt: torch.optim.Optimizer,
+        sampler: SegmentSampler | None = None,
+    ):
+        self.path, self.cfg, self.modules, self.opt, self.sampler = path, cfg, modules, opt, sampler
+        self.step, self.elapsed = 0, 0.0
+
+    def resume(self, device: torch.device) -> bool:
+        if not self.path.exists():
+            return False
+        ck = load_checkpoint(self.path, device)
+        for k, m in self.modules.items():
+            m.load_state_dict(ck[k])
+        self.opt.load_state_dict(ck["opt"])
+        self.step, self.elapsed = ck["step"], ck["elapsed"]
+        set_rng_state(ck["rng"])
+        if self.sampler is not None and "sampler_rng" in ck:
+            self.sampler.rng.bit_generator.state = ck["sampler_rng"]
+        return True
+
+    def save(self, extra: dict | None = None) -> None:
+        state = {k: m.state_dict() for k, m in self.modules.items()}
+        state.update(
+            opt=self.opt.state_dict(),
+            step=self.step,
+            elapsed=self.elapsed,
+            config=to_dict(self.cfg),
+            rng=rng_state(),
+            **(extra or {}),
+        )
+        if self.sampler is not None:
+            state["sampler_rng"] = self.sampler.rng.bit_generator.state
+        save_checkpoint(self.path, state)
+
+
+# ----------------------------------------------------------------------------------------------------
+# stage 2: tokenizer
+
+
+def build_tokenizer(cfg: RunConfig, obs_shape) -> Tokenizer:
+    C, H, W = obs_shape
+    if H != W:
+        raise ValueError(f"square frames expected, got {H}x{W}")
+    return Tokenizer(cfg.tokenizer, H, C)
+
+
+@torch.no_grad()
+def eval_tokenizer(
+    model: Tokenizer, batch: dict, device: torch.device, bf16: bool
+) -> tuple[dict, torch.Tensor]:
+    """Reconstruction quality on a fixed held-out batch, without masking. Returns (metrics, recon)."""
+    model.eval()
+    frames = batch["obs"].float() / 255.0
+    with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
+        recon = model.reconstruct(frames).float()
+    model.train()
+    return {
+        "psnr": psnr(recon, frames).mean().item(),
+        "ssim": ssim(recon, frames).mean().item(),
+        "mse": (recon - frames).pow(2).mean().item(),
+    }, recon
+
+
+def tokenizer_media(run: Path, logger: Logger, batch: dict, recon: torch.Tensor, step: int) -> None:
+    """GIF (original above reconstruction, up to 4 sequences side by side) and a PNG strip of one sequence."""
+    real, rec = to_uint8_hwc(batch["obs"][:4]), to_uint8_hwc(recon[:4])  # (B, T, H, W, 3)
+    k = max(1, 128 // real.shape[-2])
+    gif = side_by_side([upscale(stack_frames([real[i], rec[i]]), k) for i in range(len(real))])
+    save_gif(run / "media" / "tokenizer_recon.gif", gif)
+    strip = upscale(grid([real[0], rec[0]]), k)
+    save_png(run / "media" / "tokenizer_recon.png", strip)
+    logger.image("tokenizer/recon", strip, step)
+
+
+def train_tokenizer(cfg: RunConfig, progress: bool = True) -> Tokenizer:
+    run, device, bf16 = setup(cfg)
+    store = EpisodeStore(episodes_dir(cfg))
+    ref = store.reference()
+    if ref is None:
+        raise RuntimeError(f"the episode store {store.root} is empty: run `minidreamer4 collect` first")
+    model = build_tokenizer(cfg, ref["obs_shape"]).to(device)
+    tc = cfg.tok_train
+    opt = make_optimizer(model, tc)
+    train_s, eval_s = samplers(cfg, store, cfg.data.seq_len, cfg.data.batch)
+    state = StageState(run / "checkpoints" / "tokenizer.pt", cfg, {"model": model}, opt, train_s)
+    if state.resume(device):
+        print(f"tokenizer: resuming from step {state.step} ({state.path})", flush=True)
+    eval_batch = to_device(eval_s.sample(), device)  # fixed held-out batch: comparable across evals
+    logger = Logger(run, cfg, cfg.wandb)
+    n_params = sum(p.numel() for p in model.parameters())
+    print(
+        f"tokenizer: {n_params / 1e6:.2f}M params, device {device}, bf16 {bf16}, "
+        f"{train_s.num_frames()} train frames, {eval_s.num_frames()} held-out frames",
+        flush=True,
+    )
+
+    def done() -> bool:
+        return state.step >= tc.steps or (tc.minutes > 0 and state.elapsed >= 60 * tc.minutes)
+
+    def evaluate() -> None:
+        m, recon = eval_tokenizer(model, eval_batch, device, bf16)
+        logger.log("tokenizer/eval", state.step, m | {"minutes": state.elapsed / 60})
+        tokenizer_media(run, logger, eval_batch, recon, state.step)
+        tqdm.write(f"tokenizer eval step {state.step}: held-out {fmt_metrics(m)}")
+
+    bar = tqdm(total=tc.steps, initial=state.step, desc="tokenizer", disable=not progress, dynamic_ncols=True)
+    frames_per_step = cfg.data.batch * cfg.data.seq_len
+    window, t_window = [], time.perf_counter()
+    while not done():
+        t0 = time.perf_counter()
+        batch = to_device(train_s.sample(), device)
+        for g in opt.param_groups:
+            g["lr"] = lr_at(state.step, tc.lr, tc.warmup, tc.steps)
+        with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
+            loss, metrics = model(batch)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        metrics["grad_norm"] = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip).item()
+        opt.step()
+        state.step += 1
+        state.elapsed += time.perf_counter() - t0
+        window.append(metrics)
+        bar.update(1)
+        if state.step % tc.log_every == 0 or done():
+            avg = {k: float(np.mean([m[k] for m in window])) for k in window[0]}
+            avg["frames_per_s"] = len(window) * frames_per_step / (time.perf_counter() - t_window)
+            avg["lr"] = opt.param_groups[0]["lr"]
+            logger.log("tokenizer/train", state.step, avg)
+            bar.set_postfix(
+                loss=f"{avg['loss']:.3f}", psnr=f"{avg['psnr']:.1f}", fps=f"{avg['frames_per_s']:.0f}"
+            )
+            window, t_window = [], time.perf_counter()
+        if state.step % tc.eval_every == 0 and not done():
+            evaluate()
+        if state.step % tc.ckpt_every == 0 and not done():
+            state.save({"obs_shape": list(ref["obs_shape"])})
+    bar.close()
+    evaluate()
+    state.save({"obs_shape": list(ref["obs_shape"])})
+    logger.close()
+    return model
+
+
+def load_tokenizer(cfg: RunConfig, device: torch.device | str = "cpu") -> Tokenizer:
+    """The trained tokenizer of a run, from its checkpoint (config taken from the checkpoint)."""
+    from .config import from_dict
+
+    path = Path(cfg.runs_dir) / cfg.name / "checkpoints" / "tokenizer.pt"
+    if not path.exists():
+        raise RuntimeError(f"no tokenizer checkpoint at {path}: run `minidreamer4 train-tokenizer` first")
+    ck = load_checkpoint(path, device)
+    model = build_tokenizer(from_dict(RunConfig, ck["config"]), ck["obs_shape"]).to(device)
+    model.load_state_dict(ck["model"])
+    return model.eval()

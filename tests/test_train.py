@@ -1,0 +1,85 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import torch
+
+from minidreamer4.config import replace
+from minidreamer4.pipeline import ensure_episodes
+from minidreamer4.train import load_tokenizer, lr_at, train_tokenizer
+
+CMD = [sys.executable, "-m", "minidreamer4", "train-tokenizer", "--preset", "tiny"]
+
+
+def test_lr_schedule_by_hand():
+    assert lr_at(0, 1.0, 10, 100) == 0.1
+    assert lr_at(9, 1.0, 10, 100) == 1.0
+    assert abs(lr_at(100, 1.0, 10, 100) - 0.1) < 1e-9
+    assert abs(lr_at(55, 1.0, 10, 100) - 0.55) < 1e-9  # half way through the cosine
+
+
+def test_train_then_load_round_trip(tiny_cfg):
+    cfg = replace(tiny_cfg, **{"tok_train.steps": 12, "tok_train.eval_every": 100})
+    ensure_episodes(cfg)
+    model = train_tokenizer(cfg, progress=False).eval()
+    loaded = load_tokenizer(cfg)
+    x = torch.rand(1, 3, 3, 16, 16)
+    assert torch.equal(model.reconstruct(x), loaded.reconstruct(x))
+    run = os.path.join(cfg.runs_dir, cfg.name)
+    for f in (
+        "config.json",
+        "metrics.jsonl",
+        "checkpoints/tokenizer.pt",
+        "media/tokenizer_recon.gif",
+        "media/tokenizer_recon.png",
+    ):
+        assert os.path.exists(os.path.join(run, f)), f
+    rows = [json.loads(line) for line in open(os.path.join(run, "metrics.jsonl"))]
+    ev = [r for r in rows if r["stage"] == "tokenizer/eval"]
+    assert ev and {"psnr", "ssim"} <= set(ev[-1])
+    ck = torch.load(os.path.join(run, "checkpoints/tokenizer.pt"), weights_only=False)
+    assert ck["step"] == 12 and ck["config"]["tokenizer"]["dim"] == 32 and "opt" in ck and "rng" in ck
+
+
+def test_kill_and_resume(tmp_path):
+    args = CMD + [
+        "--runs_dir",
+        str(tmp_path),
+        "--tok_train.steps",
+        "100000",
+        "--tok_train.ckpt_every",
+        "10",
+        "--tok_train.eval_every",
+        "100000",
+    ]
+    ck = tmp_path / "tiny" / "checkpoints" / "tokenizer.pt"
+    p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not ck.exists() and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(0.5)
+    os.kill(p.pid, signal.SIGKILL)  # no chance to clean up
+    p.wait()
+    saved = torch.load(ck, weights_only=False)["step"]
+    assert saved >= 10
+    r = subprocess.run(
+        CMD + ["--runs_dir", str(tmp_path), "--tok_train.steps", str(saved + 10)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert f"resuming from step {saved}" in r.stdout
+    assert torch.load(ck, weights_only=False)["step"] == saved + 10
+    assert not list((tmp_path / "tiny" / "checkpoints").glob(".*tmp"))  # no leftovers that look whole
+    # the same command once more: nothing left to do, and it says so by resuming at the end
+    r = subprocess.run(
+        CMD + ["--runs_dir", str(tmp_path), "--tok_train.steps", str(saved + 10)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0 and f"resuming from step {saved + 10}" in r.stdout
