@@ -7,18 +7,20 @@ import time
 
 import torch
 
-from minidreamer4.config import replace
+from minidreamer4.config import TrainConfig, replace
 from minidreamer4.pipeline import ensure_episodes
-from minidreamer4.train import load_tokenizer, lr_at, train_tokenizer
+from minidreamer4.train import budget_used, load_tokenizer, lr_at, train_tokenizer
 
 CMD = [sys.executable, "-m", "minidreamer4", "train-tokenizer", "--preset", "tiny"]
 
 
 def test_lr_schedule_by_hand():
-    assert lr_at(0, 1.0, 10, 100) == 0.1
-    assert lr_at(9, 1.0, 10, 100) == 1.0
-    assert abs(lr_at(100, 1.0, 10, 100) - 0.1) < 1e-9
-    assert abs(lr_at(55, 1.0, 10, 100) - 0.55) < 1e-9  # half way through the cosine
+    assert lr_at(0, 1.0, 10, 0.0) == 0.1
+    assert lr_at(9, 1.0, 10, 0.09) == 1.0
+    assert abs(lr_at(100, 1.0, 10, 1.0) - 0.1) < 1e-9
+    assert abs(lr_at(55, 1.0, 10, 0.5) - 0.55) < 1e-9  # half way through the cosine
+    tc = TrainConfig(steps=100, minutes=2.0)
+    assert budget_used(10, 60.0, tc) == 0.5 and budget_used(80, 60.0, tc) == 0.8
 
 
 def test_train_then_load_round_trip(tiny_cfg):
@@ -83,3 +85,44 @@ def test_kill_and_resume(tmp_path):
         timeout=300,
     )
     assert r.returncode == 0 and f"resuming from step {saved + 10}" in r.stdout
+
+
+def test_dynamics_stage_dream_command_and_actions_matter(tiny_cfg):
+    from minidreamer4.data import EpisodeStore, SegmentSampler
+    from minidreamer4.dream import dream_command
+    from minidreamer4.train import load_dynamics, to_device, train_dynamics
+
+    cfg = replace(
+        tiny_cfg,
+        **{
+            "tok_train.steps": 40,
+            "dyn_train.steps": 40,
+            "dyn_train.eval_every": 20,
+            "data.collect_episodes": 6,
+            "env.max_steps": 30,
+        },
+    )
+    ensure_episodes(cfg)
+    train_tokenizer(cfg, progress=False)
+    train_dynamics(cfg, progress=False)
+    run = os.path.join(cfg.runs_dir, cfg.name)
+    assert os.path.exists(os.path.join(run, "checkpoints/dynamics.pt"))
+    assert os.path.exists(os.path.join(run, "media/dream_real_actions.gif"))
+    rows = [json.loads(line) for line in open(os.path.join(run, "metrics.jsonl"))]
+    ev = [r for r in rows if r["stage"] == "dynamics/eval"]
+    assert (
+        ev and "dream_psnr_h1" in ev[-1] and "repeat_last_psnr_h1" in ev[-1] and "tokenizer_psnr_h1" in ev[-1]
+    )
+
+    s = dream_command(run, context=3, horizon=5, episodes=2, actions="random", steps=None, seed=0)
+    assert os.path.exists(s["gif"]) and os.path.exists(s["png"]) and len(s["psnr_per_step"]["dream"]) == 5
+
+    tok, dyn = load_tokenizer(cfg), load_dynamics(cfg)
+    store = EpisodeStore(os.path.join(run, "episodes"))
+    b = to_device(SegmentSampler(store, 3, 2, "all", seed=0).sample(), torch.device("cpu"))
+    z = tok.encode(b["obs"].float() / 255)
+    dreams = []
+    for a in (1.0, -1.0):
+        torch.manual_seed(0)  # the same noise: only the actions differ
+        dreams.append(dyn.dream(z, b["act"], b["has_act"], torch.full((2, 5, 2), a)))
+    assert (dreams[0] - dreams[1]).abs().mean() > 1e-3 * dreams[0].abs().mean()

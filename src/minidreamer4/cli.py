@@ -50,6 +50,23 @@ def cmd_train_tokenizer(args: argparse.Namespace) -> None:
     train_tokenizer(cfg)
 
 
+def cmd_train_dynamics(args: argparse.Namespace) -> None:
+    from .train import train_dynamics
+
+    cfg = C.config_from_args(args)
+    _print_config(cfg)
+    train_dynamics(cfg)
+
+
+def cmd_dream(args: argparse.Namespace) -> None:
+    from .dream import dream_command
+
+    s = dream_command(
+        args.run, args.context, args.horizon, args.episodes, args.actions, args.steps, args.seed, args.device
+    )
+    print(json.dumps(s))
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from .pipeline import demo
 
@@ -75,6 +92,21 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("train-tokenizer", help="train the causal video tokenizer on the episode store")
     C.add_config_flags(s)
     s.set_defaults(fn=cmd_train_tokenizer)
+
+    s = sub.add_parser("train-dynamics", help="train the dynamics model on the frozen tokenizer's latents")
+    C.add_config_flags(s)
+    s.set_defaults(fn=cmd_train_dynamics)
+
+    s = sub.add_parser("dream", help="dream from held-out real contexts; GIF/PNG of real | dreamed | error")
+    s.add_argument("--run", required=True, help="run folder, e.g. runs/cpu")
+    s.add_argument("--context", type=int, default=8, help="real frames fed before dreaming")
+    s.add_argument("--horizon", type=int, default=16, help="frames to dream")
+    s.add_argument("--episodes", type=int, default=4, help="held-out sequences to dream")
+    s.add_argument("--actions", default="real", help="real | random | scripted constant, e.g. '0,1,0'")
+    s.add_argument("--steps", type=int, default=None, help="sampling steps K (default: the model's)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--device", default="auto")
+    s.set_defaults(fn=cmd_dream)
 
     s = sub.add_parser("demo", help="the default job: everything that exists, end to end")
     C.add_config_flags(s)

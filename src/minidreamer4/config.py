@@ -51,6 +51,42 @@ class TokenizerConfig:
 
 
 @dataclass
+class DynamicsConfig:
+    dim: int = 256
+    heads: int = 4
+    kv_heads: int = 2
+    layers: int = 8
+    time_every: int = 4  # one time layer every time_every layers (METHOD.md 2)
+    spatial_tokens: int = 16  # N_z; must divide tokenizer latents x bottleneck
+    registers: int = 4  # S_r
+    k_max: int = 64  # finest step 1 / k_max (ours)
+    sample_steps: int = 4  # K when dreaming
+    single_frame_frac: float = 0.3  # rows of a batch cut into single frames (learn first frames)
+    context: int = 16  # frames of context kept when dreaming (sliding window, KV cache)
+    context_noise: float = 0.1  # context frames re-noised as (1 - noise) z + noise eps
+    long_len: int = 32  # every long_every-th batch is this long (longer than the context)
+    long_every: int = 8
+
+
+@dataclass
+class AgentConfig:
+    tokens: int = 1  # agent tokens per frame
+    tasks: int = 1  # size of the task embedding table
+    mtp: int = 8  # multi-token prediction: heads for distances 0..mtp (L in METHOD.md 3)
+    hidden: int = 256  # width of each head's MLP
+    horizon: int = 15  # imagined steps per rollout
+    rollouts: int = 16  # imagined rollouts per RL step
+    context: int = 8  # real frames that start each rollout
+    gamma: float = 0.997
+    lam: float = 0.95
+    alpha: float = 0.5  # PMPO weight of the positive set
+    beta: float = 0.3  # PMPO weight of the KL to the prior
+    eval_episodes: int = 10  # real-env evaluation episodes (fixed seeds)
+    collect_episodes: int = 5  # episodes the policy adds to the store each loop iteration
+    iterations: int = 2  # loop iterations: dynamics -> finetune -> RL -> eval -> collect
+
+
+@dataclass
 class TrainConfig:
     steps: int = 2000  # optimizer steps for this stage
     minutes: float = 0.0  # if > 0, the stage also stops after this many minutes of training
@@ -58,6 +94,8 @@ class TrainConfig:
     warmup: int = 100
     weight_decay: float = 0.01
     grad_clip: float = 1.0
+    batch: int = 0  # segments per batch for this stage; 0 = data.batch
+    seq_len: int = 0  # frames per segment for this stage; 0 = data.seq_len
     log_every: int = 25
     eval_every: int = 250
     ckpt_every: int = 250
@@ -76,6 +114,11 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     tok_train: TrainConfig = field(default_factory=TrainConfig)
+    dynamics: DynamicsConfig = field(default_factory=DynamicsConfig)
+    dyn_train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=3000, lr=5e-4))
+    agent: AgentConfig = field(default_factory=AgentConfig)
+    ft_train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=1000, lr=3e-4))
+    rl_train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=500, lr=3e-4, warmup=10))
 
 
 def _tiny() -> RunConfig:
@@ -94,11 +137,37 @@ def _tiny() -> RunConfig:
         bottleneck=8,
     )
     c.tok_train = TrainConfig(steps=30, lr=2e-3, warmup=5, log_every=10, eval_every=15, ckpt_every=15)
+    c.dynamics = DynamicsConfig(
+        dim=32,
+        heads=2,
+        kv_heads=1,
+        layers=2,
+        time_every=2,
+        spatial_tokens=4,
+        registers=1,
+        k_max=8,
+        context=4,
+        long_len=6,
+        long_every=3,
+    )
+    c.dyn_train = TrainConfig(steps=30, lr=2e-3, warmup=5, log_every=10, eval_every=15, ckpt_every=15)
+    c.agent = AgentConfig(
+        mtp=2, hidden=32, horizon=4, rollouts=4, context=3, eval_episodes=2, collect_episodes=2, iterations=2
+    )
+    c.ft_train = TrainConfig(steps=20, lr=2e-3, warmup=5, log_every=10, eval_every=10, ckpt_every=10)
+    c.rl_train = TrainConfig(steps=20, lr=2e-3, warmup=5, log_every=10, eval_every=10, ckpt_every=10)
     return c
 
 
 def _cpu() -> RunConfig:
-    return RunConfig(name="cpu")
+    c = RunConfig(name="cpu")
+    # minute budgets keep the default job's wall time bounded on a 2-core CPU; the steps are an upper bound
+    # tokenizer: more, shorter segments: consecutive frames are alike, so more distinct frames per step
+    c.tok_train = TrainConfig(
+        steps=100_000, minutes=12.0, lr=3e-4, warmup=100, eval_every=250, batch=16, seq_len=4
+    )
+    c.dyn_train = TrainConfig(steps=100_000, minutes=12.0, lr=5e-4, warmup=100, eval_every=250)
+    return c
 
 
 def _gpu() -> RunConfig:
@@ -109,6 +178,10 @@ def _gpu() -> RunConfig:
         patch=8, dim=512, heads=8, kv_heads=4, enc_layers=8, dec_layers=8, latents=32, bottleneck=32
     )
     c.tok_train = TrainConfig(steps=50_000, lr=3e-4, warmup=1000, eval_every=2000, ckpt_every=2000)
+    c.dynamics = DynamicsConfig(
+        dim=768, heads=12, kv_heads=4, layers=16, spatial_tokens=32, registers=8, context=64, long_len=96
+    )
+    c.dyn_train = TrainConfig(steps=100_000, lr=3e-4, warmup=2000, eval_every=5000, ckpt_every=2000)
     return c
 
 

@@ -48,7 +48,8 @@ class Attention(nn.Module):
 
     `cache`: a dict that carries this layer's keys and values of earlier calls (a KV cache). New keys and
     values are appended; queries then attend to everything cached plus the causal part of the new chunk.
-    `window` keeps only the last `window` positions in the cache (a sliding context).
+    `window` keeps only the last `window` positions in the cache (a sliding context). With commit=False the
+    cache is only read (the denoising steps of a frame that is not final yet).
     """
 
     def __init__(self, dim: int, heads: int, kv_heads: int, rope: bool = False):
@@ -71,6 +72,7 @@ class Attention(nn.Module):
         pos: Tensor | None = None,
         cache: dict | None = None,
         window: int | None = None,
+        commit: bool = True,
     ) -> Tensor:
         B, L, D = x.shape
         q = self.q(x).view(B, L, self.heads, self.head_dim).transpose(1, 2)  # (B, H, L, hd)
@@ -86,8 +88,9 @@ class Attention(nn.Module):
             if "k" in cache:
                 past = cache["k"].shape[2]
                 k, v = torch.cat([cache["k"], k], dim=2), torch.cat([cache["v"], v], dim=2)
-            keep = k.shape[2] if window is None else min(window, k.shape[2])
-            cache["k"], cache["v"] = k[:, :, -keep:], v[:, :, -keep:]
+            if commit:
+                keep = k.shape[2] if window is None else min(window, k.shape[2])
+                cache["k"], cache["v"] = k[:, :, -keep:], v[:, :, -keep:]
         if causal and past > 0:
             if L == 1:
                 causal = False  # one new query sees every cached key: no mask needed
@@ -119,6 +122,7 @@ class Block(nn.Module):
         t0: int = 0,
         cache: dict | None = None,
         window: int | None = None,
+        commit: bool = True,
     ) -> Tensor:
         B, T, N, D = x.shape
         h = self.norm1(x)
@@ -127,7 +131,7 @@ class Block(nn.Module):
         else:
             pos = torch.arange(t0, t0 + T, device=x.device)
             h = h.transpose(1, 2).reshape(B * N, T, D)  # (B*N, T, D): each slot over time
-            h = self.attn(h, causal=True, pos=pos, cache=cache, window=window)
+            h = self.attn(h, causal=True, pos=pos, cache=cache, window=window, commit=commit)
             h = h.view(B, N, T, D).transpose(1, 2)
         x = x + h
         return x + self.mlp(self.norm2(x))
@@ -157,11 +161,12 @@ class BlockStack(nn.Module):
         space_mask: Tensor | None = None,
         cache: dict | None = None,
         window: int | None = None,
+        commit: bool = True,
     ) -> Tensor:
         t0 = 0 if cache is None else cache["t"]
         for i, blk in enumerate(self.blocks):
             c = None if cache is None or blk.kind == "space" else cache["layers"][i]
-            x = blk(x, space_mask=space_mask, t0=t0, cache=c, window=window)
-        if cache is not None:
+            x = blk(x, space_mask=space_mask, t0=t0, cache=c, window=window, commit=commit)
+        if cache is not None and commit:
             cache["t"] = t0 + x.shape[1]
         return x

@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from .config import RunConfig, TrainConfig, to_dict
 from .data import EpisodeStore, SegmentSampler
+from .dynamics import Dynamics
 from .media import grid, save_gif, save_png, side_by_side, stack_frames, to_uint8_hwc, upscale
 from .run import (
     Logger,
@@ -37,12 +38,22 @@ from .tokenizer import Tokenizer, psnr, ssim
 # pieces every stage shares
 
 
-def lr_at(step: int, base: float, warmup: int, total: int, final_frac: float = 0.1) -> float:
-    """Linear warm-up over `warmup` steps, then cosine decay to final_frac * base at `total`."""
+def lr_at(step: int, base: float, warmup: int, progress: float, final_frac: float = 0.1) -> float:
+    """Linear warm-up over `warmup` steps, then cosine decay from base to final_frac * base as `progress`
+    (the fraction of the stage's budget used, in steps or minutes) goes from 0 to 1."""
     if step < warmup:
         return base * (step + 1) / warmup
-    p = min(1.0, (step - warmup) / max(1, total - warmup))
+    p = min(1.0, max(0.0, progress))
     return base * (final_frac + (1 - final_frac) * 0.5 * (1 + math.cos(math.pi * p)))
+
+
+def budget_used(step: int, elapsed_s: float, tcfg: TrainConfig) -> float:
+    """Fraction of the stage's budget used: steps, or minutes when a minute budget is set (whichever is
+    further along)."""
+    frac = step / max(1, tcfg.steps)
+    if tcfg.minutes > 0:
+        frac = max(frac, elapsed_s / (60 * tcfg.minutes))
+    return frac
 
 
 def make_optimizer(model: torch.nn.Module, tcfg: TrainConfig) -> torch.optim.Optimizer:
@@ -170,10 +181,16 @@ def train_tokenizer(cfg: RunConfig, progress: bool = True) -> Tokenizer:
     model = build_tokenizer(cfg, ref["obs_shape"]).to(device)
     tc = cfg.tok_train
     opt = make_optimizer(model, tc)
-    train_s, eval_s = samplers(cfg, store, cfg.data.seq_len, cfg.data.batch)
+    seq_len, batch_size = tc.seq_len or cfg.data.seq_len, tc.batch or cfg.data.batch
+    train_s, eval_s = samplers(cfg, store, seq_len, batch_size)
     state = StageState(run / "checkpoints" / "tokenizer.pt", cfg, {"model": model}, opt, train_s)
     if state.resume(device):
         print(f"tokenizer: resuming from step {state.step} ({state.path})", flush=True)
+    else:  # the mean image of the training data (see Tokenizer.pixel_mean), from up to 32 segments
+        stats = SegmentSampler(
+            store, seq_len, 32, "train", cfg.data.holdout_every, seed=cfg.seed + 5
+        ).sample()
+        model.set_pixel_mean(torch.from_numpy(stats["obs"]).to(device).float() / 255.0)
     eval_batch = to_device(eval_s.sample(), device)  # fixed held-out batch: comparable across evals
     logger = Logger(run, cfg, cfg.wandb)
     n_params = sum(p.numel() for p in model.parameters())
@@ -184,7 +201,7 @@ def train_tokenizer(cfg: RunConfig, progress: bool = True) -> Tokenizer:
     )
 
     def done() -> bool:
-        return state.step >= tc.steps or (tc.minutes > 0 and state.elapsed >= 60 * tc.minutes)
+        return budget_used(state.step, state.elapsed, tc) >= 1.0
 
     def evaluate() -> None:
         m, recon = eval_tokenizer(model, eval_batch, device, bf16)
@@ -193,13 +210,13 @@ def train_tokenizer(cfg: RunConfig, progress: bool = True) -> Tokenizer:
         tqdm.write(f"tokenizer eval step {state.step}: held-out {fmt_metrics(m)}")
 
     bar = tqdm(total=tc.steps, initial=state.step, desc="tokenizer", disable=not progress, dynamic_ncols=True)
-    frames_per_step = cfg.data.batch * cfg.data.seq_len
+    frames_per_step = batch_size * seq_len
     window, t_window = [], time.perf_counter()
     while not done():
         t0 = time.perf_counter()
         batch = to_device(train_s.sample(), device)
         for g in opt.param_groups:
-            g["lr"] = lr_at(state.step, tc.lr, tc.warmup, tc.steps)
+            g["lr"] = lr_at(state.step, tc.lr, tc.warmup, budget_used(state.step, state.elapsed, tc))
         with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
             loss, metrics = model(batch)
         opt.zero_grad(set_to_none=True)
@@ -238,6 +255,134 @@ def load_tokenizer(cfg: RunConfig, device: torch.device | str = "cpu") -> Tokeni
     if not path.exists():
         raise RuntimeError(f"no tokenizer checkpoint at {path}: run `minidreamer4 train-tokenizer` first")
     ck = load_checkpoint(path, device)
-    model = build_tokenizer(from_dict(RunConfig, ck["config"]), ck["obs_shape"]).to(device)
+    ck_cfg = from_dict(RunConfig, ck["config"])
+    model = build_tokenizer(ck_cfg, ck["obs_shape"]).to(device)
+    model.train_seq_len = ck_cfg.tok_train.seq_len or ck_cfg.data.seq_len  # its attention span in training
     model.load_state_dict(ck["model"])
     return model.eval()
+
+
+# ----------------------------------------------------------------------------------------------------
+# stage 3: dynamics (shortcut forcing on latents of the frozen tokenizer)
+
+
+def build_dynamics(cfg: RunConfig, tok: Tokenizer, action_spec: dict) -> Dynamics:
+    return Dynamics(cfg.dynamics, tok.cfg.latents, tok.cfg.bottleneck, tuple(action_spec["bins"]))
+
+
+def encode_batch(tok: Tokenizer, batch: dict, bf16: bool, device: torch.device) -> dict:
+    """Adds clean latents z (B, T, N_l, d_b) of the frozen tokenizer to a batch (no gradient)."""
+    with torch.no_grad(), torch.autocast(device.type, torch.bfloat16, enabled=bf16):
+        z = tok.encode_long(batch["obs"].float() / 255.0, tok_span(tok))
+    return {**batch, "z": z.float()}
+
+
+def tok_span(tok: Tokenizer) -> int:
+    return getattr(tok, "train_seq_len", 8)
+
+
+def train_dynamics(cfg: RunConfig, progress: bool = True) -> Dynamics:
+    from .dream import HORIZONS, dream_media, horizon_summary, open_loop
+
+    run, device, bf16 = setup(cfg)
+    tok = load_tokenizer(cfg, device)
+    for p in tok.parameters():
+        p.requires_grad_(False)
+    store = EpisodeStore(episodes_dir(cfg))
+    ref = store.reference()
+    model = build_dynamics(cfg, tok, ref["action_spec"]).to(device)
+    tc, dc = cfg.dyn_train, cfg.dynamics
+    opt = make_optimizer(model, tc)
+    seq_len, batch_size = tc.seq_len or cfg.data.seq_len, tc.batch or cfg.data.batch
+    short, held = samplers(cfg, store, seq_len, batch_size)
+    long_batch = max(1, batch_size * seq_len // dc.long_len)  # about as many frames per step
+    long = SegmentSampler(
+        store, dc.long_len, long_batch, "train", cfg.data.holdout_every, cfg.data.memory_gb, seed=cfg.seed + 2
+    )
+    # open-loop eval: 8 held-out sequences, context up to 8 frames, horizon up to 16 (short episodes: less)
+    longest = max(len(ep["obs"]) for ep in held.episodes.values())
+    ctx = min(dc.context, 8, max(1, longest // 3))
+    hor = min(max(HORIZONS), longest - ctx)
+    held_ol = SegmentSampler(store, ctx + hor, 8, "eval", cfg.data.holdout_every, seed=cfg.seed + 3)
+    eval_batch = to_device(held_ol.sample(), device)
+    state = StageState(run / "checkpoints" / "dynamics.pt", cfg, {"model": model}, opt, short)
+    if state.resume(device):
+        print(f"dynamics: resuming from step {state.step} ({state.path})", flush=True)
+    logger = Logger(run, cfg, cfg.wandb)
+    n_params = sum(p.numel() for p in model.parameters())
+    print(
+        f"dynamics: {n_params / 1e6:.2f}M params, device {device}, bf16 {bf16}, "
+        f"{model.n_tokens} tokens/frame, "
+        f"batches {batch_size}x{seq_len}, every {dc.long_every}th {long_batch}x{dc.long_len}",
+        flush=True,
+    )
+
+    def done() -> bool:
+        return budget_used(state.step, state.elapsed, tc) >= 1.0
+
+    def evaluate() -> None:
+        model.eval()
+        torch.manual_seed(1234)  # the same noise every eval: comparable numbers
+        res = open_loop(tok, model, eval_batch, ctx, hor, tok_span(tok))
+        model.train()
+        m = horizon_summary(res["psnr"])
+        logger.log("dynamics/eval", state.step, m | {"minutes": state.elapsed / 60})
+        dream_media(run / "media", res, tag="dream_real_actions")
+        tqdm.write(
+            f"dynamics eval step {state.step}: open-loop PSNR "
+            + " ".join(
+                f"h{h} {m[f'dream_psnr_h{h}']:.2f} (repeat {m[f'repeat_last_psnr_h{h}']:.2f}, "
+                f"tok {m[f'tokenizer_psnr_h{h}']:.2f})"
+                for h in HORIZONS
+            )
+        )
+
+    bar = tqdm(total=tc.steps, initial=state.step, desc="dynamics", disable=not progress, dynamic_ncols=True)
+    window, t_window, frames = [], time.perf_counter(), 0
+    while not done():
+        t0 = time.perf_counter()
+        sampler = long if dc.long_every > 0 and state.step % dc.long_every == dc.long_every - 1 else short
+        batch = encode_batch(tok, to_device(sampler.sample(), device), bf16, device)
+        for g in opt.param_groups:
+            g["lr"] = lr_at(state.step, tc.lr, tc.warmup, budget_used(state.step, state.elapsed, tc))
+        with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
+            loss, metrics = model(batch)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        metrics["grad_norm"] = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip).item()
+        opt.step()
+        state.step += 1
+        state.elapsed += time.perf_counter() - t0
+        frames += batch["z"].shape[0] * batch["z"].shape[1]
+        window.append(metrics)
+        bar.update(1)
+        if state.step % tc.log_every == 0 or done():
+            avg = {k: float(np.mean([m[k] for m in window])) for k in window[0]}
+            avg["frames_per_s"] = frames / (time.perf_counter() - t_window)
+            avg["lr"] = opt.param_groups[0]["lr"]
+            logger.log("dynamics/train", state.step, avg)
+            bar.set_postfix(loss=f"{avg['loss']:.4f}", fps=f"{avg['frames_per_s']:.0f}")
+            window, t_window, frames = [], time.perf_counter(), 0
+        if state.step % tc.eval_every == 0 and not done():
+            evaluate()
+        if state.step % tc.ckpt_every == 0 and not done():
+            state.save({"action_bins": list(model.action_bins)})
+    bar.close()
+    evaluate()
+    state.save({"action_bins": list(model.action_bins)})
+    logger.close()
+    return model
+
+
+def load_dynamics(cfg: RunConfig, device: torch.device | str = "cpu") -> Dynamics:
+    from .config import from_dict
+
+    path = Path(cfg.runs_dir) / cfg.name / "checkpoints" / "dynamics.pt"
+    if not path.exists():
+        raise RuntimeError(f"no dynamics checkpoint at {path}: run `minidreamer4 train-dynamics` first")
+    ck = load_checkpoint(path, device)
+    ck_cfg = from_dict(RunConfig, ck["config"])
+    tok = load_tokenizer(cfg, device)
+    model = Dynamics(ck_cfg.dynamics, tok.cfg.latents, tok.cfg.bottleneck, tuple(ck["action_bins"]))
+    model.load_state_dict(ck["model"])
+    return model.to(device).eval()

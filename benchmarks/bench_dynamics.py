@@ -1,0 +1,113 @@
+"""Dynamics benchmark: training speed, dreaming speed with and without the KV cache, and open-loop quality
+against two baselines, on CarRacing latents of an already trained tokenizer. Prints one JSON line.
+
+    python benchmarks/bench_dynamics.py --tokenizer-run runs/bench_tokenizer --minutes 15
+
+Dreaming speed: one stream (B = 1), 64x64 frames, K = 4 steps per frame, after a warm-up; per new frame the
+dynamics model runs K denoising passes plus one pass that adds the frame to the context, and the tokenizer
+decodes it to pixels (streamed, with its own cache). Without the KV cache every pass recomputes the context.
+Quality: open-loop PSNR of decoded dreams vs real held-out frames at horizons 1, 4, 16 (context 8, real
+actions), next to repeat-last-frame and the tokenizer's own reconstruction.
+"""
+
+import argparse
+import json
+import resource
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+from minidreamer4.config import preset, replace
+from minidreamer4.data import EpisodeStore, SegmentSampler
+from minidreamer4.run import run_dir
+from minidreamer4.train import (
+    build_dynamics,
+    encode_batch,
+    load_tokenizer,
+    make_optimizer,
+    to_device,
+    tok_span,
+    train_dynamics,
+)
+
+
+def train_speed(cfg, tok, store, steps=10) -> float:
+    model = build_dynamics(cfg, tok, store.reference()["action_spec"])
+    opt = make_optimizer(model, cfg.dyn_train)
+    s = SegmentSampler(store, cfg.data.seq_len, cfg.data.batch, "all")
+    times = []
+    for _ in range(steps):
+        t = time.perf_counter()
+        b = encode_batch(tok, to_device(s.sample(), torch.device("cpu")), False, torch.device("cpu"))
+        loss, _ = model(b)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        times.append(time.perf_counter() - t)
+    return cfg.data.batch * cfg.data.seq_len / sorted(times[2:])[len(times[2:]) // 2]
+
+
+@torch.no_grad()
+def dream_speed(tok, dyn, context: int, use_cache: bool, frames: int = 12, decode: bool = True) -> float:
+    dyn.eval()
+    A = len(dyn.action_bins)
+    z = torch.rand(1, context, tok.n_latents, tok.cfg.bottleneck) * 2 - 1
+    act, has = torch.zeros(1, context, A), torch.ones(1, context, dtype=torch.bool)
+    dyn.dream(z, act, has, torch.zeros(1, 2, A), window=context, use_cache=use_cache)  # warm-up
+    t = time.perf_counter()
+    dz = dyn.dream(z, act, has, torch.zeros(1, frames, A), window=context, use_cache=use_cache)
+    if decode:
+        cache = tok.new_cache()
+        for i in range(frames):
+            tok.decode(dz[:, i : i + 1], cache=cache, window=tok_span(tok) - 1)
+    return frames / (time.perf_counter() - t)
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--preset", default="cpu")
+    ap.add_argument("--tokenizer-run", default="runs/bench_tokenizer")
+    ap.add_argument("--data", default="data/carracing64")
+    ap.add_argument("--minutes", type=float, default=15.0)
+    ap.add_argument("--name", default="bench_dynamics")
+    a = ap.parse_args()
+    cfg = replace(
+        preset(a.preset),
+        name=a.name,
+        **{
+            "data.dir": a.data,
+            "env.id": "CarRacing-v3",
+            "dyn_train.minutes": a.minutes,
+            "dyn_train.steps": 10**9,
+            "dyn_train.eval_every": 100,
+            "dyn_train.ckpt_every": 200,
+        },
+    )
+    ck = Path(a.tokenizer_run) / "checkpoints" / "tokenizer.pt"
+    dest = run_dir(cfg) / "checkpoints" / "tokenizer.pt"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if not dest.exists():
+        shutil.copy(ck, dest)  # the frozen tokenizer this benchmark builds on
+    tok = load_tokenizer(cfg)
+    store = EpisodeStore(a.data)
+    out = {"bench": "dynamics", "preset": a.preset, "threads": torch.get_num_threads()}
+    out["train_frames_per_s"] = round(train_speed(cfg, tok, store), 1)
+    dyn = build_dynamics(cfg, tok, store.reference()["action_spec"])
+    out["params_m"] = round(sum(p.numel() for p in dyn.parameters()) / 1e6, 2)
+    for ctx in (16, 64):
+        for cache in (True, False):
+            key = f"dream_fps_ctx{ctx}_{'kv' if cache else 'nocache'}"
+            out[key] = round(dream_speed(tok, dyn, ctx, cache), 2)
+        out[f"dream_fps_ctx{ctx}_kv_latent_only"] = round(dream_speed(tok, dyn, ctx, True, decode=False), 2)
+    t0 = time.time()
+    train_dynamics(cfg, progress=False)
+    rows = [json.loads(x) for x in open(run_dir(cfg) / "metrics.jsonl")]
+    ev = [r for r in rows if r["stage"] == "dynamics/eval"][-1]
+    out.update({k: round(v, 2) for k, v in ev.items() if "psnr" in k})
+    out["train_steps"] = ev["step"]
+    out["train_minutes"] = round(ev["minutes"], 2)
+    out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    out["wall_s"] = round(time.time() - t0, 1)
+    print(json.dumps(out))

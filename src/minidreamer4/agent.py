@@ -1,0 +1,191 @@
+"""The agent (METHOD.md section 3): heads on the agent tokens' outputs, and the math of imagination RL.
+
+Alignment used throughout (the episode store's, see data.py): frame t carries the action that LED to it
+(a_{t-1}) and the reward received on arriving (r_t). The agent token of frame t sees frame t and earlier, so
+from its output h_t the heads predict, for each distance n = 0..L (multi-token prediction):
+  policy  the action taken AT frame t + n   (stored with frame t + n + 1)
+  reward  the reward received on arriving at frame t + n
+and, without distances, the value of frame t and whether frame t continues (is not terminal).
+Rewards and values are symlog two-hot distributions over fixed bins; the policy is, per action dimension, a
+categorical over the action bins.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+# ----------------------------------------------------------------------------------------------------
+# pure math
+
+
+def symlog(x: Tensor) -> Tensor:
+    return torch.sign(x) * torch.log1p(x.abs())
+
+
+def symexp(x: Tensor) -> Tensor:
+    return torch.sign(x) * torch.expm1(x.abs())
+
+
+def twohot_bins(n: int = 255, low: float = -20.0, high: float = 20.0) -> Tensor:
+    """Bin centres in symlog space (ours: 255 bins over [-20, 20], enough for returns up to ~5e8)."""
+    return torch.linspace(low, high, n)
+
+
+def twohot(y: Tensor, bins: Tensor) -> Tensor:
+    """Two-hot encoding of symlog(y) (...) over bins (K,) -> (..., K). Values outside the range put their
+    whole weight on the outermost bin."""
+    x = symlog(y).clamp(bins[0], bins[-1])
+    idx = torch.searchsorted(bins, x.contiguous(), right=True).clamp(
+        1, len(bins) - 1
+    )  # bins[idx-1] <= x < ..
+    lo, hi = bins[idx - 1], bins[idx]
+    w_hi = ((x - lo) / (hi - lo)).clamp(0, 1)
+    out = torch.zeros(*x.shape, len(bins), device=y.device, dtype=torch.float32)
+    out.scatter_(-1, (idx - 1)[..., None], (1 - w_hi)[..., None])
+    out.scatter_add_(-1, idx[..., None], w_hi[..., None])
+    return out
+
+
+def twohot_mean(logits: Tensor, bins: Tensor) -> Tensor:
+    """Expected value of a two-hot distribution, decoded: symexp(sum_k p_k b_k)."""
+    return symexp((logits.float().softmax(-1) * bins).sum(-1))
+
+
+def twohot_loss(logits: Tensor, target: Tensor, bins: Tensor) -> Tensor:
+    """Cross-entropy of logits (..., K) against the two-hot encoding of target (...) -> (...)."""
+    return -(twohot(target, bins) * logits.float().log_softmax(-1)).sum(-1)
+
+
+def lambda_returns(rew: Tensor, val: Tensor, cont: Tensor, gamma: float, lam: float) -> Tensor:
+    """TD(lambda) returns over an imagined trajectory (METHOD.md 3):
+        R_t = r_t + gamma c_t ((1 - lambda) v_{t+1} + lambda R_{t+1}),   R_H = v_H
+    rew (B, H): reward of the step t -> t+1; cont (B, H): 0 where that step ends the episode;
+    val (B, H+1): values of states 0..H. Returns (B, H)."""
+    H = rew.shape[1]
+    R = val[:, -1]
+    out = []
+    for t in reversed(range(H)):
+        R = rew[:, t] + gamma * cont[:, t] * ((1 - lam) * val[:, t + 1] + lam * R)
+        out.append(R)
+    return torch.stack(out[::-1], 1)
+
+
+def pmpo_loss(logp: Tensor, adv: Tensor, kl: Tensor, alpha: float = 0.5, beta: float = 0.3) -> Tensor:
+    """PMPO on the SIGN of the advantage only (METHOD.md 3), no return or advantage normalisation:
+        L = (1 - alpha)/|D-| sum_{D-} ln pi(a|s) - alpha/|D+| sum_{D+} ln pi(a|s) + beta/N sum KL[pi || prior]
+    logp, adv, kl: same shape (flattened states). D+ are states with A >= 0, D- with A < 0."""
+    logp, adv, kl = logp.flatten(), adv.detach().flatten(), kl.flatten()
+    pos, neg = adv >= 0, adv < 0
+    loss = beta * kl.mean()
+    if neg.any():
+        loss = loss + (1 - alpha) * logp[neg].mean()
+    if pos.any():
+        loss = loss - alpha * logp[pos].mean()
+    return loss
+
+
+def categorical_kl(logits_p: Tensor, logits_q: Tensor) -> Tensor:
+    """KL[p || q] of categoricals over the last dim."""
+    lp, lq = logits_p.float().log_softmax(-1), logits_q.float().log_softmax(-1)
+    return (lp.exp() * (lp - lq)).sum(-1)
+
+
+# ----------------------------------------------------------------------------------------------------
+# heads
+
+
+class MultiCategorical:
+    """Per-dimension categoricals over action bins, from one flat logit vector (..., sum(bins))."""
+
+    def __init__(self, logits: Tensor, bins: tuple[int, ...]):
+        self.bins = bins
+        self.logits = list(logits.float().split(list(bins), dim=-1))
+
+    def sample(self, generator: torch.Generator | None = None) -> Tensor:
+        """Bin indices (..., A)."""
+        idx = []
+        for lg in self.logits:
+            p = lg.softmax(-1).reshape(-1, lg.shape[-1])
+            idx.append(torch.multinomial(p, 1, generator=generator).reshape(lg.shape[:-1]))
+        return torch.stack(idx, -1)
+
+    def mode(self) -> Tensor:
+        return torch.stack([lg.argmax(-1) for lg in self.logits], -1)
+
+    def log_prob(self, idx: Tensor) -> Tensor:
+        """Sum over dimensions of log pi(a_i): idx (..., A) -> (...)."""
+        return sum(
+            lg.log_softmax(-1).gather(-1, idx[..., i : i + 1].long())[..., 0]
+            for i, lg in enumerate(self.logits)
+        )
+
+    def kl(self, other: MultiCategorical) -> Tensor:
+        return sum(categorical_kl(a, b) for a, b in zip(self.logits, other.logits))
+
+    def entropy(self) -> Tensor:
+        return sum(-(lg.softmax(-1) * lg.log_softmax(-1)).sum(-1) for lg in self.logits)
+
+
+def mlp(dim: int, out: int, hidden: int) -> nn.Sequential:
+    return nn.Sequential(nn.RMSNorm(dim, eps=1e-6), nn.Linear(dim, hidden), nn.SiLU(), nn.Linear(hidden, out))
+
+
+class AgentHeads(nn.Module):
+    """Policy, reward (MTP over distances 0..L), value and continuation heads on agent-token outputs h."""
+
+    def __init__(
+        self, dim: int, action_bins: tuple[int, ...], mtp: int = 8, n_bins: int = 255, hidden: int = 256
+    ):
+        super().__init__()
+        self.action_bins, self.mtp = tuple(action_bins), mtp
+        self.register_buffer("bins", twohot_bins(n_bins), persistent=False)
+        n_act = sum(self.action_bins)
+        self.policy = nn.ModuleList(mlp(dim, n_act, hidden) for _ in range(mtp + 1))
+        self.reward = nn.ModuleList(mlp(dim, n_bins, hidden) for _ in range(mtp + 1))
+        self.value = mlp(dim, n_bins, hidden)
+        self.cont = mlp(dim, 1, hidden)
+        for head in (*self.reward, self.value):  # zero output layers: predictions start at exactly 0
+            nn.init.zeros_(head[-1].weight)
+            nn.init.zeros_(head[-1].bias)
+
+    def pi(self, h: Tensor, n: int = 0) -> MultiCategorical:
+        return MultiCategorical(self.policy[n](h), self.action_bins)
+
+    def reward_mean(self, h: Tensor, n: int = 0) -> Tensor:
+        return twohot_mean(self.reward[n](h), self.bins)
+
+    def value_mean(self, h: Tensor) -> Tensor:
+        return twohot_mean(self.value(h), self.bins)
+
+    def cont_prob(self, h: Tensor) -> Tensor:
+        return torch.sigmoid(self.cont(h)[..., 0].float())
+
+
+def bc_reward_losses(
+    heads: AgentHeads, h: Tensor, act_idx: Tensor, has_act: Tensor, rew: Tensor, term: Tensor
+) -> tuple[Tensor, dict]:
+    """Phase-2 losses on agent outputs h (B, T, D) of a real segment (METHOD.md 3, finetune):
+    behaviour cloning of a_{t+n} and reward r_{t+n} for n = 0..L, plus continuation.
+    act_idx (B, T, A) bin indices of the action that LED to each frame; has_act, rew, term (B, T)."""
+    B, T = h.shape[:2]
+    bc, rl, n_bc, n_rl = h.new_zeros(()), h.new_zeros(()), 0, 0
+    for n in range(heads.mtp + 1):
+        if T - n - 1 > 0:  # action taken at frame t+n is stored with frame t+n+1
+            m = has_act[:, n + 1 :].float()
+            lp = heads.pi(h[:, : T - n - 1], n).log_prob(act_idx[:, n + 1 :])
+            bc = bc - (lp * m).sum() / m.sum().clamp_min(1)
+            n_bc += 1
+        if T - n > 0:  # reward on arriving at frame t+n
+            m = has_act[:, n:].float()
+            lr = twohot_loss(heads.reward[n](h[:, : T - n]), rew[:, n:], heads.bins)
+            rl = rl + (lr * m).sum() / m.sum().clamp_min(1)
+            n_rl += 1
+    cont_loss = F.binary_cross_entropy_with_logits(heads.cont(h)[..., 0].float(), (~term).float())
+    bc, rl = bc / max(n_bc, 1), rl / max(n_rl, 1)
+    return bc + rl + cont_loss, {
+        "bc_loss": bc.item(),
+        "reward_loss": rl.item(),
+        "cont_loss": cont_loss.item(),
+    }

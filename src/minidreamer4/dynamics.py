@@ -1,0 +1,382 @@
+"""Interactive dynamics with shortcut forcing (METHOD.md section 2), on latents of the frozen tokenizer.
+
+Tokens of one frame (B, T, N, D), N = N_z + S_a + 1 + S_r:
+  [ N_z spatial tokens | S_a action tokens | 1 (signal level, step size) token | S_r registers ]
+- spatial: the frame's tokenizer latents (N_l, d_b), flattened and split into N_z groups, Linear -> D;
+- action: one token per action dimension, an embedding LOOKUP of the binned action that led to this frame,
+  plus a learned "action present" embedding; a learned "no action" embedding where there is none;
+- level/step: two lookups, signal level tau on the grid k / K_max and step size d = 1 / 2^j, concatenated;
+- registers: learned.
+Space layers attend within a frame; every `time_every`-th layer attends over time (block-causal, RoPE).
+Notation as in METHOD.md: tau is the SIGNAL level (0 = noise, 1 = clean), x-prediction of clean latents.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from .config import DynamicsConfig
+from .envs import action_to_bins
+from .nn import BlockStack
+
+# ----------------------------------------------------------------------------------------------------
+# shortcut forcing math (pure functions of tensors)
+
+
+def sample_levels(shape: tuple[int, ...], k_max: int, device=None) -> tuple[Tensor, Tensor]:
+    """Per-frame step size d = 1/k, k ~ U{1, 2, 4, ..., k_max}, and signal level tau ~ U{0, d, ..., 1 - d}."""
+    n_sizes = int(math.log2(k_max)) + 1
+    k = 2 ** torch.randint(0, n_sizes, shape, device=device)
+    tau = torch.floor(torch.rand(shape, device=device) * k) / k
+    return tau, 1.0 / k
+
+
+def ramp_weight(tau: Tensor) -> Tensor:
+    """w(tau) = 0.9 tau + 0.1: clean-ish frames, which carry the dynamics, weigh more."""
+    return 0.9 * tau + 0.1
+
+
+def shortcut_target(z_tau: Tensor, tau: Tensor, d: Tensor, f_half_1: Tensor, f_half_2_fn) -> Tensor:
+    """The bootstrap target in x-space for step d, built from two half steps of size d/2 (no gradient).
+
+    b1 = (f(z_tau, tau, d/2) - z_tau) / (1 - tau);  z_mid = z_tau + b1 d/2
+    b2 = (f(z_mid, tau + d/2, d/2) - z_mid) / (1 - (tau + d/2))
+    The loss (1 - tau)^2 || (z1_hat - z_tau)/(1 - tau) - (b1 + b2)/2 ||^2 equals || z1_hat - target ||^2 with
+    target = z_tau + (1 - tau) (b1 + b2) / 2, which is what this returns.
+    tau, d broadcast against z (for example (B, T, 1, 1)); f_half_2_fn(z_mid) evaluates the second half step.
+    """
+    b1 = (f_half_1 - z_tau) / (1 - tau)
+    z_mid = z_tau + b1 * d / 2
+    b2 = (f_half_2_fn(z_mid) - z_mid) / (1 - (tau + d / 2))
+    return z_tau + (1 - tau) * (b1 + b2) / 2
+
+
+# ----------------------------------------------------------------------------------------------------
+
+
+class Dynamics(nn.Module):
+    def __init__(
+        self,
+        cfg: DynamicsConfig,
+        latents: int,
+        bottleneck: int,
+        action_bins: tuple[int, ...],
+        agent_tokens: int = 0,
+        tasks: int = 1,
+    ):
+        super().__init__()
+        flat = latents * bottleneck
+        if flat % cfg.spatial_tokens:
+            raise ValueError(f"spatial_tokens {cfg.spatial_tokens} must divide latents x bottleneck = {flat}")
+        if cfg.k_max & (cfg.k_max - 1) or cfg.sample_steps > cfg.k_max:
+            raise ValueError("k_max must be a power of two and >= sample_steps")
+        self.cfg, self.latents, self.bottleneck = cfg, latents, bottleneck
+        self.action_bins = tuple(int(b) for b in action_bins)
+        D, Nz, Sa, Sr = cfg.dim, cfg.spatial_tokens, len(self.action_bins), cfg.registers
+        self.group = flat // Nz
+        self.n_tokens = Nz + Sa + 1 + Sr
+
+        def param(*shape):
+            return nn.Parameter(torch.randn(*shape) * 0.02)
+
+        self.z_in = nn.Linear(self.group, D)
+        # one embedding table per action dimension, rows offset into a single table
+        offsets = torch.tensor([0, *self.action_bins[:-1]]).cumsum(0)
+        self.register_buffer("act_offsets", offsets, persistent=False)
+        self.register_buffer(
+            "act_bins", torch.tensor(self.action_bins, dtype=torch.float32), persistent=False
+        )
+        self.act_embed = nn.Embedding(sum(self.action_bins), D)
+        self.act_present = param(Sa, D)
+        self.act_absent = param(Sa, D)
+        n_sizes = int(math.log2(cfg.k_max)) + 1
+        self.level_embed = nn.Embedding(cfg.k_max + 1, D - D // 2)  # tau = i / k_max, i in 0..k_max
+        self.step_embed = nn.Embedding(n_sizes, D // 2)  # d = 1 / 2^j, j in 0..log2(k_max)
+        self.registers = param(Sr, D)
+        self.pos = param(self.n_tokens, D)
+        self.blocks = BlockStack(D, cfg.heads, cfg.kv_heads, cfg.layers, cfg.time_every)
+        self.out_norm = nn.RMSNorm(D, eps=1e-6)
+        self.z_out = nn.Linear(D, self.group)
+        # agent tokens (METHOD.md 3): a task embedding as input; they read every token of their frame and no
+        # other token reads them (space mask below; time layers only connect a slot with itself), so the
+        # world model's predictions never depend on the task.
+        self.n_agent = agent_tokens
+        if agent_tokens:
+            self.task_embed = nn.Embedding(tasks, D)
+            self.agent_pos = param(agent_tokens, D)
+            self.agent_norm = nn.RMSNorm(D, eps=1e-6)
+            n = self.n_tokens + agent_tokens
+            mask = torch.ones(n, n, dtype=torch.bool)
+            mask[: self.n_tokens, self.n_tokens :] = False
+            self.register_buffer("space_mask", mask, persistent=False)
+
+    # -------------------------------------------------------------------------------- tokens
+    def pack(self, z: Tensor) -> Tensor:  # (B, T, N_l, d_b) -> (B, T, N_z, group)
+        return z.reshape(*z.shape[:2], self.cfg.spatial_tokens, self.group)
+
+    def unpack(self, x: Tensor) -> Tensor:  # (B, T, N_z, group) -> (B, T, N_l, d_b)
+        return x.reshape(*x.shape[:2], self.latents, self.bottleneck)
+
+    def action_tokens(self, act: Tensor, has_act: Tensor) -> Tensor:
+        """act (B, T, A) in [-1, 1], has_act (B, T) -> (B, T, S_a, D) by lookup; never added to latents."""
+        idx = action_to_bins(act, self.act_bins).long() + self.act_offsets  # (B, T, A)
+        present = self.act_embed(idx) + self.act_present
+        return torch.where(has_act[..., None, None], present, self.act_absent.expand_as(present))
+
+    def level_tokens(self, tau: Tensor, d: Tensor) -> Tensor:
+        """tau, d (B, T) -> (B, T, 1, D): [level lookup | step lookup]."""
+        li = (tau * self.cfg.k_max).round().long().clamp(0, self.cfg.k_max)
+        si = torch.log2(1.0 / d).round().long().clamp(0, self.step_embed.num_embeddings - 1)
+        return torch.cat([self.level_embed(li), self.step_embed(si)], dim=-1)[:, :, None]
+
+    def forward_tokens(
+        self,
+        z_tau: Tensor,
+        tau: Tensor,
+        d: Tensor,
+        act: Tensor,
+        has_act: Tensor,
+        cache: dict | None = None,
+        window: int | None = None,
+        commit: bool = True,
+        task: Tensor | None = None,
+        return_agent: bool = False,
+    ):
+        """The network f: noisy packed latents (B, T, N_z, group) -> predicted clean ones (x-prediction).
+        With return_agent, also the agent tokens' outputs h (B, T, D) (mean over agent tokens)."""
+        B, T = z_tau.shape[:2]
+        x = (
+            torch.cat(
+                [
+                    self.z_in(z_tau),
+                    self.action_tokens(act, has_act),
+                    self.level_tokens(tau, d),
+                    self.registers.expand(B, T, -1, -1),
+                ],
+                dim=2,
+            )
+            + self.pos
+        )  # (B, T, N, D)
+        mask = None
+        if self.n_agent:
+            task = torch.zeros(B, dtype=torch.long, device=x.device) if task is None else task
+            agent = (self.task_embed(task)[:, None, None] + self.agent_pos).expand(B, T, -1, -1)
+            x = torch.cat([x, agent.to(x.dtype)], dim=2)
+            mask = self.space_mask
+        x = self.blocks(x, space_mask=mask, cache=cache, window=window, commit=commit)
+        z = self.z_out(self.out_norm(x[:, :, : self.cfg.spatial_tokens]))
+        if not return_agent:
+            return z
+        if not self.n_agent:
+            raise RuntimeError("this dynamics model has no agent tokens")
+        return z, self.agent_norm(x[:, :, self.n_tokens :]).mean(2)
+
+    # -------------------------------------------------------------------------------- training
+    def n_single(self, B: int, T: int) -> int:
+        """How many rows of a (B, T) batch are cut into single frames (the first rows)."""
+        return int(round(self.cfg.single_frame_frac * B)) if T > 1 else 0
+
+    def forward(self, batch: dict, return_agent: bool = False):
+        """batch: z (B, T, N_l, d_b) clean latents, act (B, T, A), has_act (B, T), task (B,) or none.
+
+        Shortcut forcing with diffusion forcing (every frame its own tau and d), METHOD.md section 2.
+        A fraction of the rows is cut into single frames so the model also learns to make first frames.
+        With return_agent, also the agent outputs h (B - n_single, T, D) of the sequence rows (the finetune
+        stage trains its heads on them, through the same pass)."""
+        z1 = self.pack(batch["z"].float())
+        act, has_act = batch["act"], batch["has_act"]
+        task = batch.get("task")
+        B, T = z1.shape[:2]
+        n_single = self.n_single(B, T)
+        parts = []
+        if n_single:  # (n, T, ...) -> (n T, 1, ...): each frame its own sequence, no context
+            parts.append(
+                tuple(x[:n_single].reshape(n_single * T, 1, *x.shape[2:]) for x in (z1, act, has_act))
+            )
+        if n_single < B:
+            parts.append((z1[n_single:], act[n_single:], has_act[n_single:]))
+        total_w, total, flow_l, boot_l, n_frames, agent_h = 0.0, 0.0, [], [], 0, None
+        for i, (z, a, h) in enumerate(parts):
+            want = return_agent and i == len(parts) - 1 and n_single < B
+            tk = None if task is None else (task[n_single:] if want else None)
+            loss_f, w_f, is_flow, agent = self._shortcut_loss(z, a, h, tk, want)
+            agent_h = agent if want else agent_h
+            total = total + (w_f * loss_f).sum()
+            total_w += loss_f.numel()
+            n_frames += loss_f.numel()
+            flow_l.append(loss_f[is_flow].detach())
+            boot_l.append(loss_f[~is_flow].detach())
+        loss = total / total_w
+        flow, boot = torch.cat(flow_l), torch.cat(boot_l)
+        metrics = {
+            "loss": loss.item(),
+            "flow_mse": flow.mean().item() if flow.numel() else 0.0,
+            "boot_mse": boot.mean().item() if boot.numel() else 0.0,
+        }
+        return (loss, metrics, agent_h) if return_agent else (loss, metrics)
+
+    def _shortcut_loss(
+        self, z1: Tensor, act: Tensor, has_act: Tensor, task: Tensor | None = None, return_agent: bool = False
+    ):
+        """Per-frame losses (B, T), ramp weights (B, T), which frames use the flow loss (d == d_min), and
+        the agent outputs of the prediction pass (or None)."""
+        B, T = z1.shape[:2]
+        k_max = self.cfg.k_max
+        tau, d = sample_levels((B, T), k_max, z1.device)
+        z0 = torch.randn_like(z1)
+        tb, db = tau[..., None, None], d[..., None, None]
+        z_tau = (1 - tb) * z0 + tb * z1
+        agent = None
+        if return_agent:
+            pred, agent = self.forward_tokens(z_tau, tau, d, act, has_act, task=task, return_agent=True)
+        else:
+            pred = self.forward_tokens(z_tau, tau, d, act, has_act)  # x-prediction: z1_hat
+        is_flow = d <= 1.0 / k_max
+        with torch.no_grad():  # bootstrap target, stop-gradient (METHOD.md 2)
+            half = torch.where(is_flow, d, d / 2)  # flow frames' halves are unused: keep them on the grid
+            f1 = self.forward_tokens(z_tau, tau, half, act, has_act)
+            target = shortcut_target(
+                z_tau, tb, db, f1, lambda z_mid: self.forward_tokens(z_mid, tau + half, half, act, has_act)
+            )
+            target = torch.where(is_flow[..., None, None], z1, target)  # d = d_min: plain x-loss on z1
+        per_frame = (pred.float() - target.float()).pow(2).mean(dim=(2, 3))  # (B, T)
+        return per_frame, ramp_weight(tau), is_flow, agent
+
+    # -------------------------------------------------------------------------------- sampling
+    def new_cache(self) -> dict:
+        return self.blocks.new_cache()
+
+    def context_level(self) -> tuple[float, float]:
+        """Signal level and step size that (re-noised) context frames are fed with: the grid level just
+        below clean (clean, tau = 1, never occurs in training) and the smallest step."""
+        k = self.cfg.k_max
+        tau = min(1.0 - self.cfg.context_noise, (k - 1) / k)
+        return math.floor(tau * k) / k, 1.0 / k
+
+    def add_context(
+        self,
+        z: Tensor,
+        act: Tensor,
+        has_act: Tensor,
+        cache: dict,
+        window: int | None = None,
+        noise: float | None = None,
+        task: Tensor | None = None,
+        return_agent: bool = False,
+    ) -> Tensor | None:
+        """Appends real (or generated) frames z (B, T, N_l, d_b) to the cache as context, re-noised:
+        (1 - noise) z + noise eps, fed at the level just below clean (METHOD.md 2, sampling).
+        With return_agent: the agent outputs h (B, T, D) of these frames (what the policy acts on)."""
+        noise = self.cfg.context_noise if noise is None else noise
+        zp = self.pack(z.float())
+        zp = (1 - noise) * zp + noise * torch.randn_like(zp)
+        lvl, step = self.context_level()
+        B, T = zp.shape[:2]
+        tau = torch.full((B, T), lvl, device=zp.device)
+        out = self.forward_tokens(
+            zp,
+            tau,
+            torch.full_like(tau, step),
+            act,
+            has_act,
+            cache=cache,
+            window=window,
+            task=task,
+            return_agent=return_agent,
+        )
+        return out[1] if return_agent else None
+
+    @torch.no_grad()
+    def sample_frame(
+        self, act: Tensor, has_act: Tensor, cache: dict, steps: int | None = None, window: int | None = None
+    ) -> Tensor:
+        """The next frame (B, N_l, d_b) from the cached context and its action (B, A), has_act (B,).
+        K steps of size d = 1/K: z <- z + d (z1_hat - z) / (1 - tau); the last step returns z1_hat.
+        The cache is only read here; call add_context with the result to extend it."""
+        K = steps or self.cfg.sample_steps
+        B = act.shape[0]
+        dev = act.device
+        z = torch.randn(B, 1, self.cfg.spatial_tokens, self.group, device=dev)
+        d = torch.full((B, 1), 1.0 / K, device=dev)
+        a, h = act[:, None], has_act[:, None]
+        for i in range(K):
+            tau = torch.full((B, 1), i / K, device=dev)
+            z1_hat = self.forward_tokens(z, tau, d, a, h, cache=cache, window=window, commit=False).float()
+            if i == K - 1:
+                z = z1_hat
+            else:
+                z = z + (1.0 / K) * (z1_hat - z) / (1 - i / K)
+        return self.unpack(z)[:, 0]
+
+    @torch.no_grad()
+    def dream(
+        self,
+        context_z: Tensor,
+        context_act: Tensor,
+        context_has_act: Tensor,
+        future_act: Tensor,
+        steps: int | None = None,
+        window: int | None = None,
+        use_cache: bool = True,
+    ) -> Tensor:
+        """Open-loop rollout: C context frames (B, C, N_l, d_b) with their actions, then H future actions
+        (B, H, A) -> H dreamed frames (B, H, N_l, d_b). Each new frame re-enters as context.
+
+        use_cache=False recomputes the whole (windowed) context for every denoising step: the reference the
+        KV-cache path must match, and the cost the cache removes."""
+        window = window or self.cfg.context
+        B, H = future_act.shape[:2]
+        ones = torch.ones(B, 1, dtype=torch.bool, device=future_act.device)
+        if not use_cache:
+            return self._dream_no_cache(context_z, context_act, context_has_act, future_act, steps, window)
+        cache = self.new_cache()
+        self.add_context(
+            context_z[:, -window:],
+            context_act[:, -window:],
+            context_has_act[:, -window:],
+            cache,
+            window=window,
+        )
+        out = []
+        for t in range(H):
+            z = self.sample_frame(future_act[:, t], ones[:, 0], cache, steps, window)
+            out.append(z)
+            self.add_context(z[:, None], future_act[:, t : t + 1], ones, cache, window=window)
+        return torch.stack(out, 1)
+
+    def _dream_no_cache(self, cz, ca, ch, fa, steps, window):
+        K = steps or self.cfg.sample_steps
+        B, H = fa.shape[:2]
+        dev = fa.device
+        lvl, step = self.context_level()
+        noise = self.cfg.context_noise
+        # context frames are re-noised once, when they enter (as add_context does, on the same window)
+        cz, ca, ch = cz[:, -window:], ca[:, -window:], ch[:, -window:]
+        ctx = self.pack(cz.float())
+        ctx = (1 - noise) * ctx + noise * torch.randn_like(ctx)
+        acts, has = ca, ch
+        out = []
+        for t in range(H):
+            ctx, acts, has = ctx[:, -window:], acts[:, -window:], has[:, -window:]  # as the cache keeps
+            C = ctx.shape[1]
+            z = torch.randn(B, 1, self.cfg.spatial_tokens, self.group, device=dev)
+            for i in range(K):
+                zs = torch.cat([ctx, z], 1)
+                tau = torch.cat(
+                    [torch.full((B, C), lvl, device=dev), torch.full((B, 1), i / K, device=dev)], 1
+                )
+                d = torch.cat(
+                    [torch.full((B, C), step, device=dev), torch.full((B, 1), 1 / K, device=dev)], 1
+                )
+                a = torch.cat([acts, fa[:, t : t + 1]], 1)
+                h = torch.cat([has, torch.ones(B, 1, dtype=torch.bool, device=dev)], 1)
+                z1_hat = self.forward_tokens(zs, tau, d, a, h)[:, -1:].float()
+                z = z1_hat if i == K - 1 else z + (1.0 / K) * (z1_hat - z) / (1 - i / K)
+            out.append(self.unpack(z)[:, 0])
+            ctx = torch.cat([ctx, (1 - noise) * z + noise * torch.randn_like(z)], 1)
+            acts = torch.cat([acts, fa[:, t : t + 1]], 1)
+            has = torch.cat([has, torch.ones(B, 1, dtype=torch.bool, device=dev)], 1)
+        return torch.stack(out, 1)

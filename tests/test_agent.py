@@ -1,0 +1,92 @@
+import torch
+
+from minidreamer4.agent import (
+    AgentHeads,
+    MultiCategorical,
+    bc_reward_losses,
+    lambda_returns,
+    pmpo_loss,
+    symexp,
+    symlog,
+    twohot,
+    twohot_bins,
+    twohot_loss,
+    twohot_mean,
+)
+
+
+def test_symlog_symexp():
+    x = torch.tensor([-1e6, -3.0, -0.5, 0.0, 0.5, 3.0, 1e6])
+    assert torch.allclose(symexp(symlog(x)), x, rtol=1e-5)
+    assert torch.allclose(symlog(torch.tensor([0.0, 1.0, -1.0])), torch.tensor([0.0, 0.6931472, -0.6931472]))
+
+
+def test_twohot_round_trip_and_edges():
+    bins = twohot_bins()
+    y = torch.tensor([0.0, 1.0, -3.5, 17.25, -1000.0, 123456.0])
+    enc = twohot(y, bins)
+    assert torch.allclose(enc.sum(-1), torch.ones(len(y)))
+    assert ((enc > 0).sum(-1) <= 2).all()
+    dec = symexp((enc * bins).sum(-1))
+    assert torch.allclose(dec, y, rtol=1e-4, atol=1e-4)
+    # a target exactly on the last bin, and beyond it, keeps its FULL weight on the last bin
+    top = symexp(bins[-1])
+    for v in (top, top * 10, torch.tensor(1e30)):
+        e = twohot(v[None], bins)[0]
+        assert e[-1].item() == 1.0 and e[:-1].sum().item() == 0.0
+    e = twohot(-top[None] * 10, bins)[0]
+    assert e[0].item() == 1.0
+    # and the loss is minimised by logits that put the mass there
+    logits = torch.full((1, len(bins)), -30.0)
+    logits[0, -1] = 30.0
+    assert twohot_loss(logits, top[None] * 10, bins).item() < 1e-6
+    assert torch.allclose(twohot_mean(torch.log(enc + 1e-12), bins), y, rtol=1e-3, atol=1e-3)
+
+
+def test_lambda_returns_by_hand_with_termination():
+    rew = torch.tensor([[1.0, 2.0, 3.0]])
+    val = torch.tensor([[10.0, 20.0, 30.0, 40.0]])
+    cont = torch.tensor([[1.0, 0.0, 1.0]])  # the step 1 -> 2 ends the episode
+    R = lambda_returns(rew, val, cont, gamma=0.5, lam=0.5)
+    # R2 = 3 + .5 (0.5 * 40 + 0.5 * 40) = 23;  R1 = 2 + 0 = 2;  R0 = 1 + .5 (.5 * 20 + .5 * 2) = 6.5
+    assert torch.allclose(R, torch.tensor([[6.5, 2.0, 23.0]]))
+
+
+def test_pmpo_signs():
+    logp = torch.tensor([-1.0, -2.0, -0.5, -3.0], requires_grad=True)
+    adv = torch.tensor([2.0, -1.0, 0.5, -4.0])
+    loss = pmpo_loss(logp, adv, torch.zeros(4), alpha=0.5, beta=0.3)
+    loss.backward()
+    # raising the log-probability of a positive-advantage action lowers the loss, and the reverse
+    assert (logp.grad[adv >= 0] < 0).all() and (logp.grad[adv < 0] > 0).all()
+    # only the sign counts: scaling the advantages changes nothing
+    assert torch.allclose(pmpo_loss(logp, adv * 100, torch.zeros(4)), pmpo_loss(logp, adv, torch.zeros(4)))
+    # by hand: (1 - .5) mean(-2, -3) - .5 mean(-1, -.5) = -1.25 + .375
+    assert abs(loss.item() - (-1.25 + 0.375)) < 1e-6
+
+
+def test_kl_to_prior_is_zero_when_equal():
+    logits = torch.randn(5, 7)
+    p = MultiCategorical(logits, (3, 4))
+    assert torch.allclose(p.kl(MultiCategorical(logits.clone(), (3, 4))), torch.zeros(5), atol=1e-6)
+    assert (p.kl(MultiCategorical(torch.randn(5, 7), (3, 4))) > 0).all()
+
+
+def test_heads_and_bc_reward_losses_fall():
+    torch.manual_seed(0)
+    heads = AgentHeads(16, (3, 5), mtp=2, hidden=32)
+    h = torch.randn(4, 6, 16)
+    act_idx = torch.stack([torch.randint(0, 3, (4, 6)), torch.randint(0, 5, (4, 6))], -1)
+    has = torch.ones(4, 6, dtype=torch.bool)
+    has[:, 0] = False
+    rew, term = torch.randn(4, 6), torch.zeros(4, 6, dtype=torch.bool)
+    opt = torch.optim.Adam(heads.parameters(), lr=1e-2)
+    first = None
+    for _ in range(60):
+        loss, met = bc_reward_losses(heads, h, act_idx, has, rew, term)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        first = first or loss.item()
+    assert loss.item() < 0.5 * first
+    assert heads.pi(h).sample().shape == (4, 6, 2)

@@ -1,0 +1,173 @@
+import torch
+
+import minidreamer4.dynamics as D
+from minidreamer4.config import DynamicsConfig
+from minidreamer4.dynamics import Dynamics, ramp_weight, sample_levels, shortcut_target
+
+CFG = DynamicsConfig(
+    dim=32, heads=2, kv_heads=1, layers=2, time_every=2, spatial_tokens=4, registers=1, k_max=8, context=4
+)
+NL, DB, BINS = 4, 8, (5, 5)
+
+
+def _model(seed=0, **kw):
+    torch.manual_seed(seed)
+    cfg = DynamicsConfig(**{**CFG.__dict__, **kw})
+    return Dynamics(cfg, NL, DB, BINS).eval()
+
+
+def _inputs(B=2, T=5, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    z = torch.rand(B, T, NL, DB, generator=g) * 2 - 1
+    act = torch.rand(B, T, 2, generator=g) * 2 - 1
+    has = torch.ones(B, T, dtype=torch.bool)
+    has[:, 0] = False
+    return z, act, has
+
+
+def test_levels_and_ramp():
+    tau, d = sample_levels((20000,), 64)
+    k = (1 / d).round()
+    assert set(k.unique().tolist()) == {1, 2, 4, 8, 16, 32, 64}
+    assert torch.all(tau <= 1 - d + 1e-6) and torch.all(tau >= 0)
+    assert torch.allclose(tau * k, (tau * k).round(), atol=1e-4)  # tau on the grid of its step size
+    assert torch.allclose(ramp_weight(torch.tensor([0.0, 0.5, 1.0])), torch.tensor([0.1, 0.55, 1.0]))
+
+
+def test_bootstrap_target_by_hand():
+    z_tau, tau, d = torch.tensor([0.5]), torch.tensor([0.5]), torch.tensor([0.25])
+    # f(z_tau, tau, d/2) = 1.0 -> b1 = (1 - .5)/.5 = 1; z_mid = .5 + 1 * .125 = .625
+    # f(z_mid, .625, d/2) = 2 z_mid = 1.25 -> b2 = (1.25 - .625)/(1 - .625) = 5/3
+    # target = z_tau + (1 - tau)(b1 + b2)/2 = .5 + .5 * (8/3)/2 = 7/6
+    t = shortcut_target(z_tau, tau, d, torch.tensor([1.0]), lambda zm: 2 * zm)
+    assert torch.allclose(t, torch.tensor([7 / 6]))
+    # the loss in METHOD.md's form equals the x-space distance to this target
+    pred = torch.tensor([0.9])
+    v = (1.0 + 5 / 3) / 2
+    method_form = (1 - tau) ** 2 * ((pred - z_tau) / (1 - tau) - v) ** 2
+    assert torch.allclose(method_form, (pred - t) ** 2)
+
+
+def test_causal_in_time():
+    m = _model()
+    z, act, has = _inputs()
+    tau, d = torch.full((2, 5), 0.5), torch.full((2, 5), 0.25)
+    out = m.forward_tokens(m.pack(z), tau, d, act, has)
+    z2, act2, tau2 = z.clone(), act.clone(), tau.clone()
+    z2[:, 3:] += 1.0
+    act2[:, 3:] = -act2[:, 3:]
+    tau2[:, 3:] = 0.0
+    out2 = m.forward_tokens(m.pack(z2), tau2, d, act2, has)
+    assert torch.allclose(out[:, :3], out2[:, :3], atol=1e-5)
+    assert not torch.allclose(out[:, 3], out2[:, 3], atol=1e-3)
+
+
+def test_flow_loss_at_d_min_is_plain_x_loss(monkeypatch):
+    m = _model()
+    z, act, has = _inputs()
+    z1 = m.pack(z)
+    tau = torch.tensor([[0.0, 0.125, 0.5, 0.75, 0.875]] * 2)
+    d = torch.full_like(tau, 1 / 8)
+    monkeypatch.setattr(D, "sample_levels", lambda shape, k_max, device=None: (tau, d))
+    torch.manual_seed(5)
+    per_frame, w, is_flow, _ = m._shortcut_loss(z1, act, has)
+    torch.manual_seed(5)
+    z0 = torch.randn_like(z1)
+    zt = (1 - tau[..., None, None]) * z0 + tau[..., None, None] * z1
+    expect = (m.forward_tokens(zt, tau, d, act, has) - z1).pow(2).mean(dim=(2, 3))
+    assert is_flow.all() and torch.allclose(per_frame, expect, atol=1e-6)
+    assert torch.allclose(w, 0.9 * tau + 0.1)
+
+
+def test_bootstrap_loss_uses_two_half_steps(monkeypatch):
+    m = _model()
+    z, act, has = _inputs()
+    z1 = m.pack(z)
+    tau, d = torch.full((2, 5), 0.5), torch.full((2, 5), 0.25)
+    monkeypatch.setattr(D, "sample_levels", lambda shape, k_max, device=None: (tau, d))
+    torch.manual_seed(5)
+    per_frame, _, is_flow, _ = m._shortcut_loss(z1, act, has)
+    torch.manual_seed(5)
+    z0 = torch.randn_like(z1)
+    zt = 0.5 * z0 + 0.5 * z1
+    f = lambda x, t: m.forward_tokens(x, torch.full((2, 5), t), torch.full((2, 5), 0.125), act, has)
+    b1 = (f(zt, 0.5) - zt) / 0.5
+    zm = zt + b1 * 0.125
+    b2 = (f(zm, 0.625) - zm) / 0.375
+    pred = m.forward_tokens(zt, tau, d, act, has)
+    expect = (0.5**2 * ((pred - zt) / 0.5 - (b1 + b2) / 2) ** 2).mean(dim=(2, 3))
+    assert not is_flow.any() and torch.allclose(per_frame, expect, atol=1e-5)
+
+
+def test_kv_cache_sampling_equals_recompute():
+    m = _model()
+    z, act, has = _inputs(T=6)
+    fut = torch.rand(2, 5, 2) * 2 - 1
+    for window in (4, 16):  # with and without the window sliding
+        torch.manual_seed(3)
+        a = m.dream(z, act, has, fut, window=window, use_cache=True)
+        torch.manual_seed(3)
+        b = m.dream(z, act, has, fut, window=window, use_cache=False)
+        assert a.shape == (2, 5, NL, DB)
+        assert torch.allclose(a, b, atol=1e-4), (a - b).abs().max()
+
+
+def test_context_noise_takes_effect_with_cache():
+    z, act, has = _inputs(T=4)
+    fut = torch.rand(2, 3, 2) * 2 - 1
+    outs = []
+    for noise in (0.1, 0.0):
+        m = _model(context_noise=noise)
+        torch.manual_seed(3)
+        outs.append(m.dream(z, act, has, fut, use_cache=True))
+    assert not torch.allclose(outs[0], outs[1], atol=1e-4)
+
+
+def test_actions_enter_as_lookup_tokens():
+    m = _model()
+    z, act, has = _inputs()
+    toks = m.action_tokens(act, has)
+    assert toks.shape == (2, 5, 2, 32)
+    assert torch.allclose(toks[:, 0], m.act_absent.expand(2, 2, 32))  # no action on first frames
+    # 5 bins, centres -1, -0.5, 0, 0.5, 1: 0.1 and 0.2 share a bin, 0.3 is in the next one
+    tok = lambda v: m.action_tokens(torch.full((1, 1, 2), v), torch.ones(1, 1, dtype=torch.bool))
+    assert torch.equal(tok(0.1), tok(0.2)) and not torch.allclose(tok(0.2), tok(0.3))
+    assert m.n_tokens == 4 + 2 + 1 + 1
+
+
+def test_tiny_dynamics_overfits_one_batch():
+    torch.manual_seed(0)
+    m = Dynamics(CFG, NL, DB, BINS).train()
+    z, act, has = _inputs(B=4, T=4)
+    batch = {"z": z, "act": act, "has_act": has}
+    z1 = m.pack(z)
+    z0 = torch.randn(z1.shape, generator=torch.Generator().manual_seed(9))
+    tau, d = torch.full((4, 4), 0.5), torch.full((4, 4), 1 / 8)
+
+    def x_error():  # x-prediction error at a fixed signal level and fixed noise
+        with torch.no_grad():
+            return (m.forward_tokens(0.5 * z0 + 0.5 * z1, tau, d, act, has) - z1).pow(2).mean().item()
+
+    start = x_error()
+    opt = torch.optim.AdamW(m.parameters(), lr=3e-3)
+    for _ in range(150):
+        loss, met = m(batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert x_error() < 0.5 * start
+
+
+def test_task_embedding_never_changes_dynamics_predictions():
+    torch.manual_seed(0)
+    m = Dynamics(CFG, NL, DB, BINS, agent_tokens=2, tasks=3).eval()
+    z, act, has = _inputs()
+    tau, d = torch.full((2, 5), 0.5), torch.full((2, 5), 0.25)
+    z_a, h_a = m.forward_tokens(m.pack(z), tau, d, act, has, task=torch.tensor([0, 1]), return_agent=True)
+    z_b, h_b = m.forward_tokens(m.pack(z), tau, d, act, has, task=torch.tensor([2, 2]), return_agent=True)
+    assert torch.allclose(z_a, z_b, atol=1e-6)  # the world model ignores the task
+    assert not torch.allclose(h_a, h_b, atol=1e-3)  # the agent does not
+    # and a model without agent tokens, holding the same weights, predicts exactly the same
+    plain = Dynamics(CFG, NL, DB, BINS).eval()
+    plain.load_state_dict(m.state_dict(), strict=False)
+    assert torch.allclose(plain.forward_tokens(m.pack(z), tau, d, act, has), z_a, atol=1e-5)
