@@ -67,6 +67,34 @@ def cmd_dream(args: argparse.Namespace) -> None:
     print(json.dumps(s))
 
 
+def cmd_train(args: argparse.Namespace) -> None:
+    from .pipeline import train_loop
+
+    cfg = C.config_from_args(args)
+    _print_config(cfg)
+    train_loop(cfg)
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    from .config import RunConfig, from_dict
+    from .envs import make_env_from_config
+    from .imagine import Actor, evaluate_policy
+    from .run import pick_device
+    from .train import tok_span
+    from .train_agent import load_agent
+
+    run = __import__("pathlib").Path(args.run)
+    if not (run / "config.json").exists():
+        raise RuntimeError(f"{run} is not a run folder (no config.json)")
+    cfg = from_dict(RunConfig, json.loads((run / "config.json").read_text()))
+    cfg.runs_dir, cfg.name = str(run.parent), run.name
+    device = pick_device(args.device)
+    tok, dyn, heads = load_agent(cfg, device, args.policy)
+    env = make_env_from_config(cfg.env)
+    actor = Actor(tok, dyn, heads, tok_span(tok), cfg.dynamics.context, device, greedy=args.greedy)
+    print(json.dumps({"run": str(run), "policy": args.policy, **evaluate_policy(env, actor, args.episodes)}))
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from .pipeline import demo
 
@@ -107,6 +135,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--device", default="auto")
     s.set_defaults(fn=cmd_dream)
+
+    s = sub.add_parser("train", help="the full loop: collect, tokenizer, dynamics, finetune, imagination RL")
+    C.add_config_flags(s)
+    s.set_defaults(fn=cmd_train)
+
+    s = sub.add_parser("eval", help="score a trained agent in the real environment")
+    s.add_argument("--run", required=True)
+    s.add_argument("--episodes", type=int, default=10)
+    s.add_argument("--policy", default="rl", choices=["rl", "bc"])
+    s.add_argument("--greedy", action="store_true", help="take the most likely action instead of sampling")
+    s.add_argument("--device", default="auto")
+    s.set_defaults(fn=cmd_eval)
 
     s = sub.add_parser("demo", help="the default job: everything that exists, end to end")
     C.add_config_flags(s)

@@ -35,6 +35,8 @@ def random_policy(env: PixelEnv, rng: np.random.Generator) -> Policy:
 def run_episode(env: PixelEnv, policy: Policy, seed: int) -> dict[str, np.ndarray]:
     """One episode, until termination or truncation. Returns the store's arrays (see data.py)."""
     obs = env.reset(seed=seed)
+    if hasattr(policy, "reset"):  # policies with memory (the agent's rolling context) start afresh
+        policy.reset()
     frames, acts, rews, terms, truncs = [env.frame], [], [], [], []
     while True:
         a = np.asarray(policy(obs), np.float32)

@@ -164,9 +164,11 @@ def _cpu() -> RunConfig:
     # minute budgets keep the default job's wall time bounded on a 2-core CPU; the steps are an upper bound
     # tokenizer: more, shorter segments: consecutive frames are alike, so more distinct frames per step
     c.tok_train = TrainConfig(
-        steps=100_000, minutes=12.0, lr=3e-4, warmup=100, eval_every=250, batch=16, seq_len=4
+        steps=100_000, minutes=10.0, lr=3e-4, warmup=100, eval_every=250, batch=16, seq_len=4
     )
-    c.dyn_train = TrainConfig(steps=100_000, minutes=12.0, lr=5e-4, warmup=100, eval_every=250)
+    c.dyn_train = TrainConfig(steps=100_000, minutes=10.0, lr=5e-4, warmup=100, eval_every=250)
+    c.ft_train = TrainConfig(steps=100_000, minutes=3.0, lr=3e-4, warmup=50, eval_every=100)
+    c.rl_train = TrainConfig(steps=100_000, minutes=3.0, lr=3e-4, warmup=10, eval_every=100)
     return c
 
 

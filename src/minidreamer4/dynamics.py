@@ -100,6 +100,10 @@ class Dynamics(nn.Module):
         self.blocks = BlockStack(D, cfg.heads, cfg.kv_heads, cfg.layers, cfg.time_every)
         self.out_norm = nn.RMSNorm(D, eps=1e-6)
         self.z_out = nn.Linear(D, self.group)
+        # zero-initialised x-prediction head: predictions start at 0 instead of noise that is as large as the
+        # differences between frames' latents (the same reasoning as the tokenizer's pixel head)
+        nn.init.zeros_(self.z_out.weight)
+        nn.init.zeros_(self.z_out.bias)
         # agent tokens (METHOD.md 3): a task embedding as input; they read every token of their frame and no
         # other token reads them (space mask below; time layers only connect a slot with itself), so the
         # world model's predictions never depend on the task.

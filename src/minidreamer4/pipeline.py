@@ -68,3 +68,134 @@ def demo(cfg: RunConfig) -> dict:
 def last_row(run: Path, stage: str) -> dict:
     rows = [json.loads(x) for x in open(run / "metrics.jsonl")]
     return [r for r in rows if r["stage"] == stage][-1]
+
+
+# ----------------------------------------------------------------------------------------------------
+# the full loop (METHOD.md 4): collect -> tokenizer -> dynamics -> [finetune -> imagination RL -> evaluate
+# -> collect with the policy] x iterations. Each stage resumes; loop.json records finished iterations.
+
+
+class _Timer:
+    """Wall time per stage, accumulated across resumed runs in timings.json: `with timer("stage"): ...`."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.t = json.loads(path.read_text()) if path.exists() else {}
+        self.name = ""
+
+    def __call__(self, name: str) -> _Timer:
+        self.name = name
+        return self
+
+    def __enter__(self) -> None:
+        self.t0 = time.time()
+
+    def __exit__(self, *exc) -> None:
+        self.t[self.name] = self.t.get(self.name, 0.0) + time.time() - self.t0
+        self.path.write_text(json.dumps(self.t, indent=2))
+
+
+def record_episode(env, policy, seed: int, max_frames: int = 300):
+    """Frames (T, H, W, 3) uint8 of one episode of `policy`, for a GIF."""
+    import numpy as np
+
+    obs = env.reset(seed=seed)
+    if hasattr(policy, "reset"):
+        policy.reset()
+    frames, done = [env.frame], False
+    while not done and len(frames) < max_frames:
+        obs, _, term, trunc, _ = env.step(policy(obs))
+        frames.append(env.frame)
+        done = term or trunc
+    return np.stack(frames).transpose(0, 2, 3, 1)
+
+
+def train_loop(cfg: RunConfig, progress: bool = True) -> dict:
+    import numpy as np
+
+    from .collect import random_policy
+    from .imagine import Actor, evaluate_policy
+    from .media import save_gif, upscale
+    from .report import write_report
+    from .run import Logger, pick_device
+    from .train import tok_span, train_dynamics, train_tokenizer
+    from .train_agent import load_agent, train_finetune, train_imagination
+
+    t0 = time.time()
+    d = prepare_run_dir(cfg)
+    timer = _Timer(d / "timings.json")
+    with timer("collect_random"):
+        store = ensure_episodes(cfg)
+    with timer("tokenizer"):
+        train_tokenizer(cfg, progress)
+    with timer("dynamics"):
+        train_dynamics(cfg, progress)
+    loop_path = d / "loop.json"
+    loop = json.loads(loop_path.read_text()) if loop_path.exists() else {"iteration": 0, "evals": []}
+    device = pick_device(cfg.device)
+    env = make_env_from_config(cfg.env)
+    a = cfg.agent
+
+    def actor(policy: str, greedy: bool = False, seed: int = 0) -> Actor:
+        tok, dyn, heads = load_agent(cfg, device, policy)
+        return Actor(tok, dyn, heads, tok_span(tok), cfg.dynamics.context, device, greedy=greedy, seed=seed)
+
+    for it in range(loop["iteration"], a.iterations):
+        with timer("finetune"):
+            train_finetune(cfg, scale=it + 1, progress=progress)
+        with timer("imagination"):
+            train_imagination(cfg, scale=it + 1, progress=progress)
+        with timer("eval"):
+            ev = evaluate_policy(env, actor("rl", seed=it), a.eval_episodes)
+        steps = store.stats()["steps"]
+        logger = Logger(d, cfg, cfg.wandb)
+        logger.log(
+            "loop/eval",
+            it + 1,
+            {"return_mean": ev["return_mean"], "return_std": ev["return_std"], "env_steps": steps},
+        )
+        logger.close()
+        print(
+            f"loop iteration {it + 1}/{a.iterations}: real-env return {ev['return_mean']:.2f} "
+            f"+- {ev['return_std']:.2f} ({a.eval_episodes} episodes), {steps} env steps stored",
+            flush=True,
+        )
+        with timer("collect_agent"):
+            collect(
+                env,
+                store,
+                a.collect_episodes,
+                actor("rl", seed=100 + it),
+                seed=cfg.seed + 1000 * (it + 1),
+                progress=progress,
+                policy_name=f"agent-{it + 1}",
+            )
+        loop = {"iteration": it + 1, "evals": loop["evals"] + [{"iteration": it + 1, **ev}]}
+        loop_path.write_text(json.dumps(loop, indent=2))
+
+    # final comparison on the same fixed seeds: random, behaviour-cloned, and imagination-trained policies
+    with timer("eval"):
+        evals = {
+            "random": evaluate_policy(env, random_policy(env, np.random.default_rng(0)), a.eval_episodes),
+            "behaviour cloning": evaluate_policy(env, actor("bc"), a.eval_episodes),
+            "imagination RL": loop["evals"][-1] if loop["evals"] else {},
+        }
+        frames = record_episode(env, actor("rl"), seed=10_000)
+    save_gif(d / "media" / "agent_episode.gif", upscale(frames, max(1, 128 // frames.shape[1])), fps=15)
+    env.close()
+    evals = {k: v for k, v in evals.items() if v}
+    summary = {
+        "run": str(d),
+        "minutes": round((time.time() - t0) / 60, 1),
+        "episodes": len(store),
+        "env_steps": store.stats()["steps"],
+        **{f"return_{k.replace(' ', '_')}": round(v["return_mean"], 2) for k, v in evals.items()},
+        **{f"return_std_{k.replace(' ', '_')}": round(v["return_std"], 2) for k, v in evals.items()},
+    }
+    report = write_report(d, summary, evals, timer.t)
+    (d / "summary.json").write_text(json.dumps(summary, indent=2))
+    print("\nsummary")
+    for k, v in summary.items():
+        print(f"  {k:<32} {v}")
+    print(f"  {'report':<32} {report}")
+    return summary

@@ -1,0 +1,175 @@
+"""Imagination RL (METHOD.md section 3, phase 3) and acting in the real environment.
+
+Phase 3: the transformer and the reward / continuation heads are frozen; only the policy and value heads
+learn. Rollouts start from real held-in contexts, the policy picks actions from the agent tokens' outputs,
+the dynamics model dreams the next frame (K steps, KV cache), the frozen heads give reward and continuation.
+TD(lambda) returns train the value head (two-hot), PMPO on the sign of the advantage trains the policy, with
+a reverse KL to the frozen finetuned policy (the prior).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .agent import AgentHeads, lambda_returns, pmpo_loss, twohot_loss
+from .dynamics import Dynamics
+from .envs import PixelEnv, action_to_bins, bins_to_action
+from .tokenizer import Tokenizer
+
+
+@torch.no_grad()
+def imagine(
+    dyn: Dynamics,
+    heads: AgentHeads,
+    z: Tensor,
+    act: Tensor,
+    has_act: Tensor,
+    horizon: int,
+    window: int | None = None,
+    task: Tensor | None = None,
+    greedy: bool = False,
+) -> dict[str, Tensor]:
+    """Rolls the policy out inside the world model from real contexts z (B, C, N_l, d_b), act (B, C, A).
+    Returns h (B, H+1, D) agent outputs of states 0..H, act_idx (B, H, A) the sampled bins, rew (B, H) and
+    cont (B, H) of each step t -> t+1 (reward received and continuation on arriving at t+1)."""
+    B = z.shape[0]
+    bins = dyn.act_bins
+    ones = torch.ones(B, 1, dtype=torch.bool, device=z.device)
+    cache = dyn.new_cache()
+    h = dyn.add_context(z, act, has_act, cache, window=window, task=task, return_agent=True)[:, -1]  # (B, D)
+    hs, idxs, rews, conts = [h], [], [], []
+    for _ in range(horizon):
+        pi = heads.pi(h)
+        idx = pi.mode() if greedy else pi.sample()
+        a = bins_to_action(idx.float(), bins)  # (B, A)
+        z_next = dyn.sample_frame(a, ones[:, 0], cache, window=window)
+        h = dyn.add_context(
+            z_next[:, None], a[:, None], ones, cache, window=window, task=task, return_agent=True
+        )[:, 0]
+        hs.append(h)
+        idxs.append(idx)
+        rews.append(heads.reward_mean(h))
+        conts.append(heads.cont_prob(h))
+    return {
+        "h": torch.stack(hs, 1),
+        "act_idx": torch.stack(idxs, 1),
+        "rew": torch.stack(rews, 1),
+        "cont": torch.stack(conts, 1),
+    }
+
+
+def rl_losses(
+    heads: AgentHeads,
+    prior: AgentHeads,
+    roll: dict[str, Tensor],
+    gamma: float,
+    lam: float,
+    alpha: float,
+    beta: float,
+) -> tuple[Tensor, dict]:
+    """Value regression on lambda returns and the PMPO policy loss, on a rollout from `imagine`."""
+    h = roll["h"].detach()  # the transformer is frozen: h is data here
+    H = roll["rew"].shape[1]
+    cont = (roll["cont"] > 0.5).float()  # continuation flags: a predicted termination ends the return
+    with torch.no_grad():
+        v = heads.value_mean(h)  # (B, H+1)
+        R = lambda_returns(roll["rew"], v, cont, gamma, lam)  # (B, H)
+        adv = R - v[:, :H]
+        # states after a predicted termination are not real states: leave them out
+        alive = torch.cat([torch.ones_like(cont[:, :1]), cont[:, :-1]], 1).cumprod(1).bool()
+    pi = heads.pi(h[:, :H])
+    logp = pi.log_prob(roll["act_idx"])  # (B, H)
+    with torch.no_grad():
+        prior_pi = prior.pi(h[:, :H])
+    kl = pi.kl(prior_pi)  # reverse KL[pi || prior] per state
+    policy_loss = pmpo_loss(logp[alive], adv[alive], kl[alive], alpha, beta)
+    value_loss = twohot_loss(heads.value(h[:, :H]), R, heads.bins)[alive].mean()
+    metrics = {
+        "policy_loss": policy_loss.item(),
+        "value_loss": value_loss.item(),
+        "return": R[alive].mean().item(),
+        "value": v[:, :H][alive].mean().item(),
+        "reward": roll["rew"][alive].mean().item(),
+        "adv_pos_frac": (adv[alive] >= 0).float().mean().item(),
+        "kl_prior": kl[alive].mean().item(),
+        "entropy": pi.entropy()[alive].mean().item(),
+    }
+    return policy_loss + value_loss, metrics
+
+
+class Actor:
+    """Acts in the real env: the encoded observation stream with a rolling context and the KV caches of the
+    tokenizer and the dynamics model, so each step is one forward of each, not a re-run of the context."""
+
+    def __init__(
+        self,
+        tok: Tokenizer,
+        dyn: Dynamics,
+        heads: AgentHeads,
+        span: int,
+        window: int,
+        device: torch.device,
+        greedy: bool = False,
+        task: int = 0,
+        seed: int = 0,
+    ):
+        self.tok, self.dyn, self.heads, self.span, self.window = tok, dyn, heads, span, window
+        self.device, self.greedy = device, greedy
+        self.task = torch.tensor([task], device=device)
+        self.gen = torch.Generator(device="cpu").manual_seed(seed)
+        self.reset()
+
+    def reset(self) -> None:
+        self.tcache, self.dcache, self.prev = self.tok.new_cache(), self.dyn.new_cache(), None
+
+    @torch.no_grad()
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        frame = torch.from_numpy(obs).to(self.device)[None, None]  # (1, 1, C, H, W)
+        z = self.tok.encode(frame, cache=self.tcache, window=self.span - 1)
+        A = len(self.dyn.action_bins)
+        prev = torch.zeros(1, 1, A, device=self.device) if self.prev is None else self.prev[None, None]
+        has = torch.tensor([[self.prev is not None]], device=self.device)
+        h = self.dyn.add_context(
+            z, prev, has, self.dcache, window=self.window, task=self.task, return_agent=True
+        )[:, -1]
+        pi = self.heads.pi(h)
+        idx = pi.mode() if self.greedy else _sample(pi, self.gen)
+        a = bins_to_action(idx.float(), self.dyn.act_bins)[0]
+        self.prev = a
+        return a.cpu().numpy().astype(np.float32)
+
+
+def _sample(pi, gen: torch.Generator) -> Tensor:
+    return torch.stack(
+        [torch.multinomial(lg.softmax(-1).cpu(), 1, generator=gen)[..., 0].to(lg.device) for lg in pi.logits],
+        -1,
+    )
+
+
+def evaluate_policy(env: PixelEnv, policy, episodes: int, seed: int = 10_000) -> dict:
+    """Real-env return over `episodes` episodes with fixed seeds (seed, seed + 1, ...)."""
+    returns, lengths = [], []
+    for i in range(episodes):
+        obs = env.reset(seed=seed + i)
+        if hasattr(policy, "reset"):
+            policy.reset()
+        total, n, done = 0.0, 0, False
+        while not done:
+            obs, r, term, trunc, _ = env.step(policy(obs))
+            total += r
+            n += 1
+            done = term or trunc
+        returns.append(total)
+        lengths.append(n)
+    return {
+        "return_mean": float(np.mean(returns)),
+        "return_std": float(np.std(returns)),
+        "length_mean": float(np.mean(lengths)),
+        "returns": [round(float(x), 2) for x in returns],
+    }
+
+
+def act_to_idx(act: Tensor, dyn: Dynamics) -> Tensor:
+    return action_to_bins(act, dyn.act_bins).long()

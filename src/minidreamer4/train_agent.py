@@ -1,0 +1,220 @@
+"""Agent stages (METHOD.md 3): phase 2 finetune and phase 3 imagination RL, each a visible loop that resumes
+from its checkpoint like the stages in train.py.
+
+checkpoints/finetune.pt     dynamics WITH agent tokens + all heads (policy = the behaviour-cloned prior)
+checkpoints/imagination.pt  the policy and value heads trained in imagination
+`scale` multiplies a stage's budget: loop iteration i trains each stage up to i times its budget.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import time
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .agent import AgentHeads, bc_reward_losses
+from .config import RunConfig, TrainConfig
+from .data import EpisodeStore, SegmentSampler
+from .dynamics import Dynamics
+from .imagine import act_to_idx, imagine, rl_losses
+from .run import Logger, episodes_dir, fmt_metrics, load_checkpoint, run_dir
+from .tokenizer import Tokenizer
+from .train import (
+    StageState,
+    budget_used,
+    encode_batch,
+    load_tokenizer,
+    lr_at,
+    make_optimizer,
+    samplers,
+    setup,
+    to_device,
+    tok_span,
+)
+
+
+def scaled(tc: TrainConfig, k: int) -> TrainConfig:
+    return dataclasses.replace(tc, steps=tc.steps * k, minutes=tc.minutes * k)
+
+
+def build_agent(cfg: RunConfig, tok: Tokenizer, bins: tuple[int, ...]) -> tuple[Dynamics, AgentHeads]:
+    a = cfg.agent
+    dyn = Dynamics(
+        cfg.dynamics, tok.cfg.latents, tok.cfg.bottleneck, bins, agent_tokens=a.tokens, tasks=a.tasks
+    )
+    return dyn, AgentHeads(cfg.dynamics.dim, bins, mtp=a.mtp, hidden=a.hidden)
+
+
+class _Pair(torch.nn.Module):  # one optimizer / state dict for the dynamics model and its heads
+    def __init__(self, dyn: Dynamics, heads: AgentHeads):
+        super().__init__()
+        self.dyn, self.heads = dyn, heads
+
+
+def train_finetune(cfg: RunConfig, scale: int = 1, progress: bool = True) -> tuple[Dynamics, AgentHeads]:
+    """Phase 2: behaviour cloning + reward (+ continuation) on the agent tokens, dynamics loss kept on; the
+    whole transformer trains (METHOD.md 3). Starts from the phase-1 dynamics weights."""
+    run, device, bf16 = setup(cfg)
+    tok = load_tokenizer(cfg, device)
+    for p in tok.parameters():
+        p.requires_grad_(False)
+    store = EpisodeStore(episodes_dir(cfg))
+    bins = tuple(store.reference()["action_spec"]["bins"])
+    dyn, heads = build_agent(cfg, tok, bins)
+    pair = _Pair(dyn, heads).to(device)
+    phase1 = load_checkpoint(run / "checkpoints" / "dynamics.pt", device)["model"]
+    missing, unexpected = dyn.load_state_dict(phase1, strict=False)
+    assert not unexpected and all(k.startswith(("task_embed", "agent_")) for k in missing), (
+        missing,
+        unexpected,
+    )
+    tc = scaled(cfg.ft_train, scale)
+    opt = make_optimizer(pair, tc)
+    seq_len = max(cfg.data.seq_len, cfg.agent.mtp + 2)  # room for the multi-token targets
+    train_s, held = samplers(cfg, store, seq_len, cfg.data.batch)
+    state = StageState(run / "checkpoints" / "finetune.pt", cfg, {"model": pair}, opt, train_s)
+    if state.resume(device):
+        print(f"finetune: resuming from step {state.step}", flush=True)
+    logger = Logger(run, cfg, cfg.wandb)
+    eval_batch = to_device(held.sample(), device)
+
+    def losses(batch: dict) -> tuple[torch.Tensor, dict]:
+        b = encode_batch(tok, batch, bf16, device)
+        with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
+            dyn_loss, m, h = dyn(b, return_agent=True)
+            n = dyn.n_single(*b["z"].shape[:2])
+            act_idx = act_to_idx(b["act"][n:], dyn)
+            agent_loss, am = bc_reward_losses(
+                heads, h, act_idx, b["has_act"][n:], b["rew"][n:], b["term"][n:]
+            )
+        return dyn_loss + agent_loss, {**m, **am, "dyn_loss": dyn_loss.item()}
+
+    def done() -> bool:
+        return budget_used(state.step, state.elapsed, tc) >= 1.0
+
+    bar = tqdm(total=tc.steps, initial=state.step, desc="finetune", disable=not progress, dynamic_ncols=True)
+    window = []
+    while not done():
+        t0 = time.perf_counter()
+        for g in opt.param_groups:
+            g["lr"] = lr_at(state.step, tc.lr, tc.warmup, budget_used(state.step, state.elapsed, tc))
+        loss, metrics = losses(to_device(train_s.sample(), device))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        metrics["grad_norm"] = torch.nn.utils.clip_grad_norm_(pair.parameters(), tc.grad_clip).item()
+        opt.step()
+        state.step += 1
+        state.elapsed += time.perf_counter() - t0
+        window.append(metrics)
+        bar.update(1)
+        if state.step % tc.log_every == 0 or done():
+            avg = {k: float(np.mean([m[k] for m in window])) for k in window[0]}
+            logger.log("finetune/train", state.step, avg)
+            bar.set_postfix(bc=f"{avg['bc_loss']:.3f}", rew=f"{avg['reward_loss']:.3f}")
+            window = []
+        if state.step % tc.eval_every == 0 or done():
+            pair.eval()
+            with torch.no_grad():
+                _, em = losses(eval_batch)
+            pair.train()
+            logger.log("finetune/eval", state.step, em)
+            tqdm.write(
+                f"finetune eval step {state.step}: held-out "
+                f"{fmt_metrics(em, ['bc_loss', 'reward_loss', 'cont_loss', 'dyn_loss'])}"
+            )
+        if state.step % tc.ckpt_every == 0 or done():
+            state.save({"action_bins": list(bins)})
+    bar.close()
+    if not state.path.exists():
+        state.save({"action_bins": list(bins)})
+    logger.close()
+    return dyn.eval(), heads.eval()
+
+
+def load_agent(cfg: RunConfig, device: torch.device | str = "cpu", policy: str = "rl"):
+    """(tokenizer, dynamics with agent tokens, heads). policy='rl' takes the policy and value heads from
+    imagination training when it exists; 'bc' keeps the behaviour-cloned ones."""
+    tok = load_tokenizer(cfg, device)
+    ck = load_checkpoint(run_dir(cfg) / "checkpoints" / "finetune.pt", device)
+    dyn, heads = build_agent(cfg, tok, tuple(ck["action_bins"]))
+    pair = _Pair(dyn, heads).to(device)
+    pair.load_state_dict(ck["model"])
+    rl = run_dir(cfg) / "checkpoints" / "imagination.pt"
+    if policy == "rl" and rl.exists():
+        heads.load_state_dict(_policy_value(load_checkpoint(rl, device)["model"]), strict=False)
+    return tok, dyn.eval(), heads.eval()
+
+
+def _policy_value(state_dict: dict) -> dict:
+    """Only what imagination training learns: the reward and continuation heads stay the finetuned ones."""
+    return {k: v for k, v in state_dict.items() if k.startswith(("policy.", "value."))}
+
+
+def train_imagination(cfg: RunConfig, scale: int = 1, progress: bool = True) -> AgentHeads:
+    """Phase 3: transformer, reward and continuation heads frozen; policy and value heads learn from
+    rollouts in the world model (METHOD.md 3). The prior is a frozen copy of the finetuned policy."""
+    run, device, bf16 = setup(cfg)
+    tok, dyn, bc_heads = load_agent(cfg, device, policy="bc")
+    for p in [*tok.parameters(), *dyn.parameters(), *bc_heads.parameters()]:
+        p.requires_grad_(False)
+    heads = copy.deepcopy(bc_heads)  # trainable copy; bc_heads stays as the prior
+    trainable = [*heads.policy.parameters(), *heads.value.parameters()]
+    for p in trainable:
+        p.requires_grad_(True)
+    a, tc = cfg.agent, scaled(cfg.rl_train, scale)
+    opt = torch.optim.AdamW(trainable, lr=tc.lr, betas=(0.9, 0.95), weight_decay=0.0)
+    store = EpisodeStore(episodes_dir(cfg))
+    starts = SegmentSampler(
+        store, a.context, a.rollouts, "train", cfg.data.holdout_every, cfg.data.memory_gb, seed=cfg.seed + 7
+    )
+    state = StageState(run / "checkpoints" / "imagination.pt", cfg, {"model": heads}, opt, starts)
+    if state.resume(device):
+        print(f"imagination: resuming from step {state.step}", flush=True)
+        heads.load_state_dict({**bc_heads.state_dict(), **_policy_value(heads.state_dict())})
+    logger = Logger(run, cfg, cfg.wandb)
+    window_len = cfg.dynamics.context
+
+    def done() -> bool:
+        return budget_used(state.step, state.elapsed, tc) >= 1.0
+
+    bar = tqdm(
+        total=tc.steps, initial=state.step, desc="imagination", disable=not progress, dynamic_ncols=True
+    )
+    window = []
+    while not done():
+        t0 = time.perf_counter()
+        b = encode_batch(tok, to_device(starts.sample(), device), bf16, device)
+        with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
+            roll = imagine(dyn, heads, b["z"], b["act"], b["has_act"], a.horizon, window=window_len)
+        for g in opt.param_groups:
+            g["lr"] = lr_at(state.step, tc.lr, tc.warmup, budget_used(state.step, state.elapsed, tc))
+        loss, metrics = rl_losses(heads, bc_heads, roll, a.gamma, a.lam, a.alpha, a.beta)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        metrics["grad_norm"] = torch.nn.utils.clip_grad_norm_(trainable, tc.grad_clip).item()
+        opt.step()
+        state.step += 1
+        elapsed = time.perf_counter() - t0
+        state.elapsed += elapsed
+        metrics["imagined_frames_per_s"] = a.rollouts * a.horizon / elapsed
+        window.append(metrics)
+        bar.update(1)
+        if state.step % tc.log_every == 0 or done():
+            avg = {k: float(np.mean([m[k] for m in window])) for k in window[0]}
+            logger.log("imagination/train", state.step, avg)
+            bar.set_postfix(ret=f"{avg['return']:.2f}", kl=f"{avg['kl_prior']:.3f}")
+            window = []
+        if state.step % tc.ckpt_every == 0 or done():
+            state.save()
+    bar.close()
+    if not state.path.exists():
+        state.save()
+    logger.close()
+    return heads.eval()
+
+
+__all__ = ["train_finetune", "train_imagination", "load_agent", "build_agent", "tok_span"]
