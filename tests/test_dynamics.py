@@ -34,6 +34,8 @@ def test_levels_and_ramp():
     assert torch.all(tau <= 1 - d + 1e-6) and torch.all(tau >= 0)
     assert torch.allclose(tau * k, (tau * k).round(), atol=1e-4)  # tau on the grid of its step size
     assert torch.allclose(ramp_weight(torch.tensor([0.0, 0.5, 1.0])), torch.tensor([0.1, 0.55, 1.0]))
+    tau, d = sample_levels((20000,), 64, flow_frac=0.75)  # 3/4 at the finest step, plus 1/7 of the rest
+    assert abs((d == 1 / 64).float().mean().item() - (0.75 + 0.25 / 7)) < 0.015
 
 
 def test_bootstrap_target_by_hand():
@@ -70,7 +72,7 @@ def test_flow_loss_at_d_min_is_plain_x_loss(monkeypatch):
     z1 = m.pack(z)
     tau = torch.tensor([[0.0, 0.125, 0.5, 0.75, 0.875]] * 2)
     d = torch.full_like(tau, 1 / 8)
-    monkeypatch.setattr(D, "sample_levels", lambda shape, k_max, device=None: (tau, d))
+    monkeypatch.setattr(D, "sample_levels", lambda shape, k_max, device=None, flow_frac=0: (tau, d))
     torch.manual_seed(5)
     per_frame, w, is_flow, _ = m._shortcut_loss(z1, act, has)
     torch.manual_seed(5)
@@ -86,7 +88,7 @@ def test_bootstrap_loss_uses_two_half_steps(monkeypatch):
     z, act, has = _inputs()
     z1 = m.pack(z)
     tau, d = torch.full((2, 5), 0.5), torch.full((2, 5), 0.25)
-    monkeypatch.setattr(D, "sample_levels", lambda shape, k_max, device=None: (tau, d))
+    monkeypatch.setattr(D, "sample_levels", lambda shape, k_max, device=None, flow_frac=0: (tau, d))
     torch.manual_seed(5)
     per_frame, _, is_flow, _ = m._shortcut_loss(z1, act, has)
     torch.manual_seed(5)

@@ -26,10 +26,15 @@ from .nn import BlockStack
 # shortcut forcing math (pure functions of tensors)
 
 
-def sample_levels(shape: tuple[int, ...], k_max: int, device=None) -> tuple[Tensor, Tensor]:
-    """Per-frame step size d = 1/k, k ~ U{1, 2, 4, ..., k_max}, and signal level tau ~ U{0, d, ..., 1 - d}."""
+def sample_levels(
+    shape: tuple[int, ...], k_max: int, device=None, flow_frac: float = 0.0
+) -> tuple[Tensor, Tensor]:
+    """Per-frame step size d = 1/k, k ~ U{1, 2, 4, ..., k_max}, and signal level tau ~ U{0, d, ..., 1 - d}.
+    A fraction flow_frac of the frames is put at the finest step d = 1/k_max (the grounded x-loss)."""
     n_sizes = int(math.log2(k_max)) + 1
     k = 2 ** torch.randint(0, n_sizes, shape, device=device)
+    if flow_frac > 0:
+        k = torch.where(torch.rand(shape, device=device) < flow_frac, k_max, k)
     tau = torch.floor(torch.rand(shape, device=device) * k) / k
     return tau, 1.0 / k
 
@@ -229,7 +234,7 @@ class Dynamics(nn.Module):
         the agent outputs of the prediction pass (or None)."""
         B, T = z1.shape[:2]
         k_max = self.cfg.k_max
-        tau, d = sample_levels((B, T), k_max, z1.device)
+        tau, d = sample_levels((B, T), k_max, z1.device, self.cfg.flow_frac)
         z0 = torch.randn_like(z1)
         tb, db = tau[..., None, None], d[..., None, None]
         z_tau = (1 - tb) * z0 + tb * z1
