@@ -2,6 +2,7 @@
 against two baselines, on CarRacing latents of an already trained tokenizer. Prints one JSON line.
 
     python benchmarks/bench_dynamics.py --tokenizer-run runs/bench_tokenizer --minutes 15
+    python benchmarks/bench_dynamics.py --run runs/cpu     # speeds, plus the quality a finished run logged
 
 Dreaming speed: one stream (B = 1), 64x64 frames, K = 4 steps per frame, after a warm-up; per new frame the
 dynamics model runs K denoising passes plus one pass that adds the frame to the context, and the tokenizer
@@ -69,30 +70,44 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--preset", default="cpu")
     ap.add_argument("--tokenizer-run", default="runs/bench_tokenizer")
+    ap.add_argument("--run", default="", help="a finished run: report its logged quality, do not train")
     ap.add_argument("--data", default="data/carracing64")
     ap.add_argument("--minutes", type=float, default=15.0)
     ap.add_argument("--name", default="bench_dynamics")
     a = ap.parse_args()
-    cfg = replace(
-        preset(a.preset),
-        name=a.name,
-        **{
-            "data.dir": a.data,
-            "env.id": "CarRacing-v3",
-            "dyn_train.minutes": a.minutes,
-            "dyn_train.steps": 10**9,
-            "dyn_train.eval_every": 100,
-            "dyn_train.ckpt_every": 200,
-        },
-    )
-    ck = Path(a.tokenizer_run) / "checkpoints" / "tokenizer.pt"
-    dest = run_dir(cfg) / "checkpoints" / "tokenizer.pt"
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    if not dest.exists():
-        shutil.copy(ck, dest)  # the frozen tokenizer this benchmark builds on
+    if a.run:
+        from minidreamer4.config import RunConfig, from_dict
+
+        run = Path(a.run)
+        cfg = from_dict(RunConfig, json.loads((run / "config.json").read_text()))
+        cfg.runs_dir, cfg.name = str(run.parent), run.name
+        data = cfg.data.dir or str(run / "episodes")
+    else:
+        cfg = replace(
+            preset(a.preset),
+            name=a.name,
+            **{
+                "data.dir": a.data,
+                "env.id": "CarRacing-v3",
+                "dyn_train.minutes": a.minutes,
+                "dyn_train.steps": 10**9,
+                "dyn_train.eval_every": 100,
+                "dyn_train.ckpt_every": 200,
+            },
+        )
+        data = a.data
+        dest = run_dir(cfg) / "checkpoints" / "tokenizer.pt"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if not dest.exists():
+            shutil.copy(Path(a.tokenizer_run) / "checkpoints" / "tokenizer.pt", dest)  # the frozen tokenizer
     tok = load_tokenizer(cfg)
-    store = EpisodeStore(a.data)
-    out = {"bench": "dynamics", "preset": a.preset, "threads": torch.get_num_threads()}
+    store = EpisodeStore(data)
+    out = {
+        "bench": "dynamics",
+        "preset": a.preset,
+        "run": str(run_dir(cfg)),
+        "threads": torch.get_num_threads(),
+    }
     out["train_frames_per_s"] = round(train_speed(cfg, tok, store), 1)
     dyn = build_dynamics(cfg, tok, store.reference()["action_spec"])
     out["params_m"] = round(sum(p.numel() for p in dyn.parameters()) / 1e6, 2)
@@ -102,7 +117,8 @@ if __name__ == "__main__":
             out[key] = round(dream_speed(tok, dyn, ctx, cache), 2)
         out[f"dream_fps_ctx{ctx}_kv_latent_only"] = round(dream_speed(tok, dyn, ctx, True, decode=False), 2)
     t0 = time.time()
-    train_dynamics(cfg, progress=False)
+    if not a.run:
+        train_dynamics(cfg, progress=False)
     rows = [json.loads(x) for x in open(run_dir(cfg) / "metrics.jsonl")]
     ev = [r for r in rows if r["stage"] == "dynamics/eval"][-1]
     out.update({k: round(v, 2) for k, v in ev.items() if "psnr" in k})

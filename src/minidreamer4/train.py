@@ -91,6 +91,26 @@ def samplers(
     return train, held
 
 
+class BudgetBar:
+    """A progress bar over a stage's budget in percent (steps or minutes, whichever binds), so its ETA is
+    the stage's real remaining time; the step count is shown beside it."""
+
+    def __init__(self, desc: str, tc: TrainConfig, progress: bool):
+        self.tc = tc
+        fmt = "{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}{postfix}]"
+        self.bar = tqdm(total=100, desc=desc, disable=not progress, dynamic_ncols=True, bar_format=fmt)
+        self.post: dict = {}
+
+    def update(self, step: int, elapsed_s: float, **postfix) -> None:
+        """Moves the bar to the budget used; postfix values (losses) stay shown until replaced."""
+        self.post.update(postfix)
+        self.bar.n = min(100.0, round(100 * budget_used(step, elapsed_s, self.tc), 1))
+        self.bar.set_postfix(step=step, **self.post, refresh=True)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
 class StageState:
     """Model + optimizer + step + elapsed seconds, saved to and resumed from one checkpoint file."""
 
@@ -209,7 +229,7 @@ def train_tokenizer(cfg: RunConfig, progress: bool = True) -> Tokenizer:
         tokenizer_media(run, logger, eval_batch, recon, state.step)
         tqdm.write(f"tokenizer eval step {state.step}: held-out {fmt_metrics(m)}")
 
-    bar = tqdm(total=tc.steps, initial=state.step, desc="tokenizer", disable=not progress, dynamic_ncols=True)
+    bar = BudgetBar("tokenizer", tc, progress)
     frames_per_step = batch_size * seq_len
     window, t_window = [], time.perf_counter()
     while not done():
@@ -226,14 +246,18 @@ def train_tokenizer(cfg: RunConfig, progress: bool = True) -> Tokenizer:
         state.step += 1
         state.elapsed += time.perf_counter() - t0
         window.append(metrics)
-        bar.update(1)
+        bar.update(state.step, state.elapsed)
         if state.step % tc.log_every == 0 or done():
             avg = {k: float(np.mean([m[k] for m in window])) for k in window[0]}
             avg["frames_per_s"] = len(window) * frames_per_step / (time.perf_counter() - t_window)
             avg["lr"] = opt.param_groups[0]["lr"]
             logger.log("tokenizer/train", state.step, avg)
-            bar.set_postfix(
-                loss=f"{avg['loss']:.3f}", psnr=f"{avg['psnr']:.1f}", fps=f"{avg['frames_per_s']:.0f}"
+            bar.update(
+                state.step,
+                state.elapsed,
+                loss=f"{avg['loss']:.3f}",
+                psnr=f"{avg['psnr']:.1f}",
+                fps=f"{avg['frames_per_s']:.0f}",
             )
             window, t_window = [], time.perf_counter()
         if state.step % tc.eval_every == 0 and not done():
@@ -337,7 +361,7 @@ def train_dynamics(cfg: RunConfig, progress: bool = True) -> Dynamics:
             )
         )
 
-    bar = tqdm(total=tc.steps, initial=state.step, desc="dynamics", disable=not progress, dynamic_ncols=True)
+    bar = BudgetBar("dynamics", tc, progress)
     window, t_window, frames = [], time.perf_counter(), 0
     while not done():
         t0 = time.perf_counter()
@@ -355,13 +379,13 @@ def train_dynamics(cfg: RunConfig, progress: bool = True) -> Dynamics:
         state.elapsed += time.perf_counter() - t0
         frames += batch["z"].shape[0] * batch["z"].shape[1]
         window.append(metrics)
-        bar.update(1)
+        bar.update(state.step, state.elapsed)
         if state.step % tc.log_every == 0 or done():
             avg = {k: float(np.mean([m[k] for m in window])) for k in window[0]}
             avg["frames_per_s"] = frames / (time.perf_counter() - t_window)
             avg["lr"] = opt.param_groups[0]["lr"]
             logger.log("dynamics/train", state.step, avg)
-            bar.set_postfix(loss=f"{avg['loss']:.4f}", fps=f"{avg['frames_per_s']:.0f}")
+            bar.update(state.step, state.elapsed, loss=f"{avg['loss']:.4f}", fps=f"{avg['frames_per_s']:.0f}")
             window, t_window, frames = [], time.perf_counter(), 0
         if state.step % tc.eval_every == 0 and not done():
             evaluate()

@@ -24,6 +24,7 @@ from .imagine import act_to_idx, imagine, rl_losses
 from .run import Logger, episodes_dir, fmt_metrics, load_checkpoint, run_dir
 from .tokenizer import Tokenizer
 from .train import (
+    BudgetBar,
     StageState,
     budget_used,
     encode_batch,
@@ -96,7 +97,7 @@ def train_finetune(cfg: RunConfig, scale: int = 1, progress: bool = True) -> tup
     def done() -> bool:
         return budget_used(state.step, state.elapsed, tc) >= 1.0
 
-    bar = tqdm(total=tc.steps, initial=state.step, desc="finetune", disable=not progress, dynamic_ncols=True)
+    bar = BudgetBar("finetune", tc, progress)
     window = []
     while not done():
         t0 = time.perf_counter()
@@ -110,11 +111,11 @@ def train_finetune(cfg: RunConfig, scale: int = 1, progress: bool = True) -> tup
         state.step += 1
         state.elapsed += time.perf_counter() - t0
         window.append(metrics)
-        bar.update(1)
+        bar.update(state.step, state.elapsed)
         if state.step % tc.log_every == 0 or done():
             avg = {k: float(np.mean([m[k] for m in window])) for k in window[0]}
             logger.log("finetune/train", state.step, avg)
-            bar.set_postfix(bc=f"{avg['bc_loss']:.3f}", rew=f"{avg['reward_loss']:.3f}")
+            bar.update(state.step, state.elapsed, bc=f"{avg['bc_loss']:.3f}", rew=f"{avg['reward_loss']:.3f}")
             window = []
         if state.step % tc.eval_every == 0 or done():
             pair.eval()
@@ -181,9 +182,7 @@ def train_imagination(cfg: RunConfig, scale: int = 1, progress: bool = True) -> 
     def done() -> bool:
         return budget_used(state.step, state.elapsed, tc) >= 1.0
 
-    bar = tqdm(
-        total=tc.steps, initial=state.step, desc="imagination", disable=not progress, dynamic_ncols=True
-    )
+    bar = BudgetBar("imagination", tc, progress)
     window = []
     while not done():
         t0 = time.perf_counter()
@@ -202,11 +201,11 @@ def train_imagination(cfg: RunConfig, scale: int = 1, progress: bool = True) -> 
         state.elapsed += elapsed
         metrics["imagined_frames_per_s"] = a.rollouts * a.horizon / elapsed
         window.append(metrics)
-        bar.update(1)
+        bar.update(state.step, state.elapsed)
         if state.step % tc.log_every == 0 or done():
             avg = {k: float(np.mean([m[k] for m in window])) for k in window[0]}
             logger.log("imagination/train", state.step, avg)
-            bar.set_postfix(ret=f"{avg['return']:.2f}", kl=f"{avg['kl_prior']:.3f}")
+            bar.update(state.step, state.elapsed, ret=f"{avg['return']:.2f}", kl=f"{avg['kl_prior']:.3f}")
             window = []
         if state.step % tc.ckpt_every == 0 or done():
             state.save()
