@@ -336,8 +336,8 @@ def train_dynamics(cfg: RunConfig, progress: bool = True) -> Dynamics:
     n_params = sum(p.numel() for p in model.parameters())
     print(
         f"dynamics: {n_params / 1e6:.2f}M params, device {device}, bf16 {bf16}, "
-        f"{model.n_tokens} tokens/frame, "
-        f"batches {batch_size}x{seq_len}, long batches {long_batch}x{dc.long_len} every {dc.long_every} steps",
+        f"{model.n_tokens} tokens/frame, batches {batch_size}x{seq_len}, "
+        f"long batches {long_batch}x{dc.long_len} every {dc.long_every} steps",
         flush=True,
     )
 
