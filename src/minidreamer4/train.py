@@ -64,6 +64,23 @@ def make_optimizer(model: torch.nn.Module, tcfg: TrainConfig) -> torch.optim.Opt
     return torch.optim.AdamW(groups, lr=tcfg.lr, betas=(0.9, 0.95))
 
 
+def optimizer_step(
+    opt: torch.optim.Optimizer, loss: torch.Tensor, params, tc: TrainConfig, step: int, elapsed_s: float
+) -> float:
+    """Learning rate from the schedule, backward, gradient clipping, step. Returns the unclipped grad norm."""
+    for g in opt.param_groups:
+        g["lr"] = lr_at(step, tc.lr, tc.warmup, budget_used(step, elapsed_s, tc))
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    norm = torch.nn.utils.clip_grad_norm_(params, tc.grad_clip).item()
+    opt.step()
+    return norm
+
+
+def mean_metrics(window: list[dict]) -> dict[str, float]:
+    return {k: float(np.mean([m[k] for m in window])) for k in window[0]}
+
+
 def to_device(batch: dict[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
     """numpy batch -> tensors on the device; obs stays uint8 (4x less to move) until the model converts it."""
     return {k: torch.from_numpy(v).to(device, non_blocking=True) for k, v in batch.items()}
@@ -124,6 +141,9 @@ class StageState:
     ):
         self.path, self.cfg, self.modules, self.opt, self.sampler = path, cfg, modules, opt, sampler
         self.step, self.elapsed = 0, 0.0
+
+    def done(self, tc: TrainConfig) -> bool:
+        return budget_used(self.step, self.elapsed, tc) >= 1.0
 
     def resume(self, device: torch.device) -> bool:
         if not self.path.exists():
@@ -220,9 +240,6 @@ def train_tokenizer(cfg: RunConfig, progress: bool = True) -> Tokenizer:
         flush=True,
     )
 
-    def done() -> bool:
-        return budget_used(state.step, state.elapsed, tc) >= 1.0
-
     def evaluate() -> None:
         m, recon = eval_tokenizer(model, eval_batch, device, bf16)
         logger.log("tokenizer/eval", state.step, m | {"minutes": state.elapsed / 60})
@@ -232,23 +249,18 @@ def train_tokenizer(cfg: RunConfig, progress: bool = True) -> Tokenizer:
     bar = BudgetBar("tokenizer", tc, progress)
     frames_per_step = batch_size * seq_len
     window, t_window = [], time.perf_counter()
-    while not done():
+    while not state.done(tc):
         t0 = time.perf_counter()
         batch = to_device(train_s.sample(), device)
-        for g in opt.param_groups:
-            g["lr"] = lr_at(state.step, tc.lr, tc.warmup, budget_used(state.step, state.elapsed, tc))
         with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
             loss, metrics = model(batch)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        metrics["grad_norm"] = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip).item()
-        opt.step()
+        metrics["grad_norm"] = optimizer_step(opt, loss, model.parameters(), tc, state.step, state.elapsed)
         state.step += 1
         state.elapsed += time.perf_counter() - t0
         window.append(metrics)
         bar.update(state.step, state.elapsed)
-        if state.step % tc.log_every == 0 or done():
-            avg = {k: float(np.mean([m[k] for m in window])) for k in window[0]}
+        if state.step % tc.log_every == 0 or state.done(tc):
+            avg = mean_metrics(window)
             avg["frames_per_s"] = len(window) * frames_per_step / (time.perf_counter() - t_window)
             avg["lr"] = opt.param_groups[0]["lr"]
             logger.log("tokenizer/train", state.step, avg)
@@ -260,9 +272,9 @@ def train_tokenizer(cfg: RunConfig, progress: bool = True) -> Tokenizer:
                 fps=f"{avg['frames_per_s']:.0f}",
             )
             window, t_window = [], time.perf_counter()
-        if state.step % tc.eval_every == 0 and not done():
+        if state.step % tc.eval_every == 0 and not state.done(tc):
             evaluate()
-        if state.step % tc.ckpt_every == 0 and not done():
+        if state.step % tc.ckpt_every == 0 and not state.done(tc):
             state.save({"obs_shape": list(ref["obs_shape"])})
     bar.close()
     evaluate()
@@ -271,15 +283,20 @@ def train_tokenizer(cfg: RunConfig, progress: bool = True) -> Tokenizer:
     return model
 
 
-def load_tokenizer(cfg: RunConfig, device: torch.device | str = "cpu") -> Tokenizer:
-    """The trained tokenizer of a run, from its checkpoint (config taken from the checkpoint)."""
+def open_checkpoint(cfg: RunConfig, stage: str, command: str, device) -> tuple[dict, RunConfig]:
+    """A stage's checkpoint of a run and the config it was trained with; a clear error when it is missing."""
     from .config import from_dict
 
-    path = Path(cfg.runs_dir) / cfg.name / "checkpoints" / "tokenizer.pt"
+    path = Path(cfg.runs_dir) / cfg.name / "checkpoints" / f"{stage}.pt"
     if not path.exists():
-        raise RuntimeError(f"no tokenizer checkpoint at {path}: run `minidreamer4 train-tokenizer` first")
+        raise RuntimeError(f"no {stage} checkpoint at {path}: run `minidreamer4 {command}` first")
     ck = load_checkpoint(path, device)
-    ck_cfg = from_dict(RunConfig, ck["config"])
+    return ck, from_dict(RunConfig, ck["config"])
+
+
+def load_tokenizer(cfg: RunConfig, device: torch.device | str = "cpu") -> Tokenizer:
+    """The trained tokenizer of a run, from its checkpoint (config taken from the checkpoint)."""
+    ck, ck_cfg = open_checkpoint(cfg, "tokenizer", "train-tokenizer", device)
     model = build_tokenizer(ck_cfg, ck["obs_shape"]).to(device)
     model.train_seq_len = ck_cfg.tok_train.seq_len or ck_cfg.data.seq_len  # its attention span in training
     model.load_state_dict(ck["model"])
@@ -341,9 +358,6 @@ def train_dynamics(cfg: RunConfig, progress: bool = True) -> Dynamics:
         flush=True,
     )
 
-    def done() -> bool:
-        return budget_used(state.step, state.elapsed, tc) >= 1.0
-
     def evaluate() -> None:
         model.eval()
         torch.manual_seed(1234)  # the same noise every eval: comparable numbers
@@ -363,33 +377,28 @@ def train_dynamics(cfg: RunConfig, progress: bool = True) -> Dynamics:
 
     bar = BudgetBar("dynamics", tc, progress)
     window, t_window, frames = [], time.perf_counter(), 0
-    while not done():
+    while not state.done(tc):
         t0 = time.perf_counter()
         sampler = long if dc.long_every > 0 and state.step % dc.long_every == dc.long_every - 1 else short
         batch = encode_batch(tok, to_device(sampler.sample(), device), bf16, device)
-        for g in opt.param_groups:
-            g["lr"] = lr_at(state.step, tc.lr, tc.warmup, budget_used(state.step, state.elapsed, tc))
         with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
             loss, metrics = model(batch)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        metrics["grad_norm"] = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip).item()
-        opt.step()
+        metrics["grad_norm"] = optimizer_step(opt, loss, model.parameters(), tc, state.step, state.elapsed)
         state.step += 1
         state.elapsed += time.perf_counter() - t0
         frames += batch["z"].shape[0] * batch["z"].shape[1]
         window.append(metrics)
         bar.update(state.step, state.elapsed)
-        if state.step % tc.log_every == 0 or done():
-            avg = {k: float(np.mean([m[k] for m in window])) for k in window[0]}
+        if state.step % tc.log_every == 0 or state.done(tc):
+            avg = mean_metrics(window)
             avg["frames_per_s"] = frames / (time.perf_counter() - t_window)
             avg["lr"] = opt.param_groups[0]["lr"]
             logger.log("dynamics/train", state.step, avg)
             bar.update(state.step, state.elapsed, loss=f"{avg['loss']:.4f}", fps=f"{avg['frames_per_s']:.0f}")
             window, t_window, frames = [], time.perf_counter(), 0
-        if state.step % tc.eval_every == 0 and not done():
+        if state.step % tc.eval_every == 0 and not state.done(tc):
             evaluate()
-        if state.step % tc.ckpt_every == 0 and not done():
+        if state.step % tc.ckpt_every == 0 and not state.done(tc):
             state.save({"action_bins": list(model.action_bins)})
     bar.close()
     evaluate()
@@ -399,13 +408,7 @@ def train_dynamics(cfg: RunConfig, progress: bool = True) -> Dynamics:
 
 
 def load_dynamics(cfg: RunConfig, device: torch.device | str = "cpu") -> Dynamics:
-    from .config import from_dict
-
-    path = Path(cfg.runs_dir) / cfg.name / "checkpoints" / "dynamics.pt"
-    if not path.exists():
-        raise RuntimeError(f"no dynamics checkpoint at {path}: run `minidreamer4 train-dynamics` first")
-    ck = load_checkpoint(path, device)
-    ck_cfg = from_dict(RunConfig, ck["config"])
+    ck, ck_cfg = open_checkpoint(cfg, "dynamics", "train-dynamics", device)
     tok = load_tokenizer(cfg, device)
     model = Dynamics(ck_cfg.dynamics, tok.cfg.latents, tok.cfg.bottleneck, tuple(ck["action_bins"]))
     model.load_state_dict(ck["model"])

@@ -12,7 +12,6 @@ import copy
 import dataclasses
 import time
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -26,11 +25,12 @@ from .tokenizer import Tokenizer
 from .train import (
     BudgetBar,
     StageState,
-    budget_used,
     encode_batch,
     load_tokenizer,
-    lr_at,
     make_optimizer,
+    mean_metrics,
+    open_checkpoint,
+    optimizer_step,
     samplers,
     setup,
     to_device,
@@ -94,30 +94,22 @@ def train_finetune(cfg: RunConfig, scale: int = 1, progress: bool = True) -> tup
             )
         return dyn_loss + agent_loss, {**m, **am, "dyn_loss": dyn_loss.item()}
 
-    def done() -> bool:
-        return budget_used(state.step, state.elapsed, tc) >= 1.0
-
     bar = BudgetBar("finetune", tc, progress)
     window = []
-    while not done():
+    while not state.done(tc):
         t0 = time.perf_counter()
-        for g in opt.param_groups:
-            g["lr"] = lr_at(state.step, tc.lr, tc.warmup, budget_used(state.step, state.elapsed, tc))
         loss, metrics = losses(to_device(train_s.sample(), device))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        metrics["grad_norm"] = torch.nn.utils.clip_grad_norm_(pair.parameters(), tc.grad_clip).item()
-        opt.step()
+        metrics["grad_norm"] = optimizer_step(opt, loss, pair.parameters(), tc, state.step, state.elapsed)
         state.step += 1
         state.elapsed += time.perf_counter() - t0
         window.append(metrics)
         bar.update(state.step, state.elapsed)
-        if state.step % tc.log_every == 0 or done():
-            avg = {k: float(np.mean([m[k] for m in window])) for k in window[0]}
+        if state.step % tc.log_every == 0 or state.done(tc):
+            avg = mean_metrics(window)
             logger.log("finetune/train", state.step, avg)
             bar.update(state.step, state.elapsed, bc=f"{avg['bc_loss']:.3f}", rew=f"{avg['reward_loss']:.3f}")
             window = []
-        if state.step % tc.eval_every == 0 or done():
+        if state.step % tc.eval_every == 0 or state.done(tc):
             pair.eval()
             with torch.no_grad():
                 _, em = losses(eval_batch)
@@ -127,7 +119,7 @@ def train_finetune(cfg: RunConfig, scale: int = 1, progress: bool = True) -> tup
                 f"finetune eval step {state.step}: held-out "
                 f"{fmt_metrics(em, ['bc_loss', 'reward_loss', 'cont_loss', 'dyn_loss'])}"
             )
-        if state.step % tc.ckpt_every == 0 or done():
+        if state.step % tc.ckpt_every == 0 or state.done(tc):
             state.save({"action_bins": list(bins)})
     bar.close()
     if not state.path.exists():
@@ -140,7 +132,7 @@ def load_agent(cfg: RunConfig, device: torch.device | str = "cpu", policy: str =
     """(tokenizer, dynamics with agent tokens, heads). policy='rl' takes the policy and value heads from
     imagination training when it exists; 'bc' keeps the behaviour-cloned ones."""
     tok = load_tokenizer(cfg, device)
-    ck = load_checkpoint(run_dir(cfg) / "checkpoints" / "finetune.pt", device)
+    ck, _ = open_checkpoint(cfg, "finetune", "train", device)
     dyn, heads = build_agent(cfg, tok, tuple(ck["action_bins"]))
     pair = _Pair(dyn, heads).to(device)
     pair.load_state_dict(ck["model"])
@@ -179,35 +171,27 @@ def train_imagination(cfg: RunConfig, scale: int = 1, progress: bool = True) -> 
     logger = Logger(run, cfg, cfg.wandb)
     window_len = cfg.dynamics.context
 
-    def done() -> bool:
-        return budget_used(state.step, state.elapsed, tc) >= 1.0
-
     bar = BudgetBar("imagination", tc, progress)
     window = []
-    while not done():
+    while not state.done(tc):
         t0 = time.perf_counter()
         b = encode_batch(tok, to_device(starts.sample(), device), bf16, device)
         with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
             roll = imagine(dyn, heads, b["z"], b["act"], b["has_act"], a.horizon, window=window_len)
-        for g in opt.param_groups:
-            g["lr"] = lr_at(state.step, tc.lr, tc.warmup, budget_used(state.step, state.elapsed, tc))
         loss, metrics = rl_losses(heads, bc_heads, roll, a.gamma, a.lam, a.alpha, a.beta)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        metrics["grad_norm"] = torch.nn.utils.clip_grad_norm_(trainable, tc.grad_clip).item()
-        opt.step()
+        metrics["grad_norm"] = optimizer_step(opt, loss, trainable, tc, state.step, state.elapsed)
         state.step += 1
         elapsed = time.perf_counter() - t0
         state.elapsed += elapsed
         metrics["imagined_frames_per_s"] = a.rollouts * a.horizon / elapsed
         window.append(metrics)
         bar.update(state.step, state.elapsed)
-        if state.step % tc.log_every == 0 or done():
-            avg = {k: float(np.mean([m[k] for m in window])) for k in window[0]}
+        if state.step % tc.log_every == 0 or state.done(tc):
+            avg = mean_metrics(window)
             logger.log("imagination/train", state.step, avg)
             bar.update(state.step, state.elapsed, ret=f"{avg['return']:.2f}", kl=f"{avg['kl_prior']:.3f}")
             window = []
-        if state.step % tc.ckpt_every == 0 or done():
+        if state.step % tc.ckpt_every == 0 or state.done(tc):
             state.save()
     bar.close()
     if not state.path.exists():
