@@ -200,25 +200,22 @@ class Dynamics(nn.Module):
         task = batch.get("task")
         B, T = z1.shape[:2]
         n_single = self.n_single(B, T)
-        parts = []
+        parts = []  # (z, act, has_act, task, is the sequence part)
         if n_single:  # (n, T, ...) -> (n T, 1, ...): each frame its own sequence, no context
-            parts.append(
-                tuple(x[:n_single].reshape(n_single * T, 1, *x.shape[2:]) for x in (z1, act, has_act))
-            )
+            single = tuple(x[:n_single].reshape(n_single * T, 1, *x.shape[2:]) for x in (z1, act, has_act))
+            parts.append((*single, None if task is None else task[:n_single].repeat_interleave(T), False))
         if n_single < B:
-            parts.append((z1[n_single:], act[n_single:], has_act[n_single:]))
-        total_w, total, flow_l, boot_l, n_frames, agent_h = 0.0, 0.0, [], [], 0, None
-        for i, (z, a, h) in enumerate(parts):
-            want = return_agent and i == len(parts) - 1 and n_single < B
-            tk = None if task is None else (task[n_single:] if want else None)
-            loss_f, w_f, is_flow, agent = self._shortcut_loss(z, a, h, tk, want)
-            agent_h = agent if want else agent_h
-            total = total + (w_f * loss_f).sum()
-            total_w += loss_f.numel()
+            rows = slice(n_single, None)
+            parts.append((z1[rows], act[rows], has_act[rows], None if task is None else task[rows], True))
+        total, n_frames, flow_l, boot_l, agent_h = 0.0, 0, [], [], None
+        for z, a, h, tk, is_seq in parts:
+            loss_f, w_f, is_flow, agent = self._shortcut_loss(z, a, h, tk, return_agent and is_seq)
+            agent_h = agent if is_seq else agent_h
+            total = total + (w_f * loss_f).sum()  # ramp-weighted, averaged over all frames
             n_frames += loss_f.numel()
             flow_l.append(loss_f[is_flow].detach())
             boot_l.append(loss_f[~is_flow].detach())
-        loss = total / total_w
+        loss = total / n_frames
         flow, boot = torch.cat(flow_l), torch.cat(boot_l)
         metrics = {
             "loss": loss.item(),
