@@ -34,7 +34,6 @@ from .train import (
     samplers,
     setup,
     to_device,
-    tok_span,
 )
 
 
@@ -198,6 +197,3 @@ def train_imagination(cfg: RunConfig, scale: int = 1, progress: bool = True) -> 
         state.save()
     logger.close()
     return heads.eval()
-
-
-__all__ = ["train_finetune", "train_imagination", "load_agent", "build_agent", "tok_span"]
