@@ -35,7 +35,7 @@ def cmd_collect(args: argparse.Namespace) -> None:
     env = make_env_from_config(cfg.env)
     if args.policy != "random":
         raise SystemExit(f"unknown policy {args.policy!r}; `collect` supports: random")
-    stats = collect(env, EpisodeStore(out), args.episodes, "random", seed=cfg.seed)
+    stats = collect(env, EpisodeStore(out), args.episodes, "random", seed=cfg.seed)  # multi-agent: races
     env.close()
     print(json.dumps({"out": out, **stats}))
 
@@ -78,7 +78,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_eval(args: argparse.Namespace) -> None:
     from .config import RunConfig, from_dict
     from .envs import make_env_from_config
-    from .imagine import Actor, evaluate_policy
+    from .imagine import actors_for, evaluate_policy
     from .run import pick_device
     from .train import tok_span
     from .train_agent import load_agent
@@ -91,7 +91,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     device = pick_device(args.device)
     tok, dyn, heads = load_agent(cfg, device, args.policy)
     env = make_env_from_config(cfg.env)
-    actor = Actor(tok, dyn, heads, tok_span(tok), cfg.dynamics.context, device, greedy=args.greedy)
+    actor = actors_for(env, tok, dyn, heads, tok_span(tok), cfg.dynamics.context, device, args.greedy)
     print(json.dumps({"run": str(run), "policy": args.policy, **evaluate_policy(env, actor, args.episodes)}))
 
 
@@ -111,7 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_envs)
 
     s = sub.add_parser("collect", help="collect episodes into an episode store")
-    s.add_argument("--episodes", type=int, default=10)
+    s.add_argument(
+        "--episodes", type=int, default=10, help="episodes (multi-agent envs: races, one episode per agent)"
+    )
     s.add_argument("--policy", default="random", help="random (the agent's policy comes with `train`)")
     s.add_argument("--out", default="", help="episode store folder (default: <run folder>/episodes)")
     C.add_config_flags(s)

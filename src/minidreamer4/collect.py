@@ -14,7 +14,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .data import EpisodeStore
-from .envs import PixelEnv, bins_to_action
+from .envs import MultiPixelEnv, PixelEnv, bins_to_action
 
 Policy = Callable[[np.ndarray], np.ndarray]  # float obs (C, H, W) -> action in [-1, 1]^A
 
@@ -57,6 +57,41 @@ def run_episode(env: PixelEnv, policy: Policy, seed: int) -> dict[str, np.ndarra
     }
 
 
+def run_multi_episode(env: MultiPixelEnv, policies: list[Policy], seed: int) -> list[dict[str, np.ndarray]]:
+    """One episode of a multi-agent env, agent i driven by policies[i]. Returns one episode per agent in the
+    store's format: agent i's stream from the reset up to the step it was done."""
+    obs = env.reset(seed=seed)
+    for p in policies:
+        if hasattr(p, "reset"):
+            p.reset()
+    n = env.num_agents
+    eps = [{"obs": [env.frame[i]], "act": [], "rew": [], "term": [], "trunc": []} for i in range(n)]
+    done = np.zeros(n, bool)
+    while not done.all():
+        acts = np.zeros((n, env.action_spec.dims), np.float32)
+        for i in np.flatnonzero(~done):
+            acts[i] = policies[i](obs[i])
+        obs, r, term, trunc, _ = env.step(acts)
+        for i in np.flatnonzero(~done):
+            ep = eps[i]
+            ep["obs"].append(env.frame[i])
+            ep["act"].append(acts[i])
+            ep["rew"].append(r[i])
+            ep["term"].append(term[i])
+            ep["trunc"].append(trunc[i])
+        done |= term | trunc
+    return [
+        {
+            "obs": np.stack(ep["obs"]),
+            "act": np.stack(ep["act"]),
+            "rew": np.array(ep["rew"], np.float32),
+            "term": np.array(ep["term"], bool),
+            "trunc": np.array(ep["trunc"], bool),
+        }
+        for ep in eps
+    ]
+
+
 def episode_meta(env: PixelEnv, seed: int, policy: str, extra: dict | None = None) -> dict:
     return {
         "env_id": env.env_id,
@@ -74,12 +109,16 @@ def collect(
     env: PixelEnv,
     store: EpisodeStore,
     episodes: int,
-    policy: str | Policy = "random",
+    policy: str | Policy | list[Policy] = "random",
     seed: int = 0,
     progress: bool = True,
     policy_name: str | None = None,
 ) -> dict:
-    """Runs `episodes` episodes and appends each to the store as soon as it ends. Returns summary stats."""
+    """Runs `episodes` episodes and appends each to the store as soon as it ends. Returns summary stats.
+    In a multi-agent env every agent's stream is its own episode in the store (`agent` in its metadata),
+    and `policy` is "random" or one policy per agent."""
+    if isinstance(env, MultiPixelEnv):
+        return _collect_multi(env, store, episodes, policy, seed, progress, policy_name)
     returns, steps, t0 = [], 0, time.perf_counter()
     bar = tqdm(
         total=episodes, desc=f"collect {env.env_id}", unit="ep", disable=not progress, dynamic_ncols=True
@@ -101,6 +140,42 @@ def collect(
     dt = time.perf_counter() - t0
     return {
         "episodes": episodes,
+        "steps": steps,
+        "seconds": dt,
+        "steps_per_s": steps / max(dt, 1e-9),
+        "mean_return": float(np.mean(returns)) if returns else float("nan"),
+        "std_return": float(np.std(returns)) if returns else float("nan"),
+    }
+
+
+def _collect_multi(env, store, episodes, policy, seed, progress, policy_name) -> dict:
+    returns, steps, t0 = [], 0, time.perf_counter()
+    name = policy if isinstance(policy, str) else (policy_name or "agent")
+    bar = tqdm(
+        total=episodes, desc=f"collect {env.env_id}", unit="ep", disable=not progress, dynamic_ncols=True
+    )
+    for e in range(episodes):
+        idx = store.indices()
+        i = idx[-1] + 1 if idx else 0
+        ep_seed = seed * 1_000_003 + i
+        if policy == "random":
+            pols = [random_policy(env, np.random.default_rng([seed, i, k])) for k in range(env.num_agents)]
+        else:
+            pols = policy
+        eps = run_multi_episode(env, pols, ep_seed)
+        for k, ep in enumerate(eps):
+            ret = float(ep["rew"].sum())
+            meta = {"return": ret, "agent": k, "num_agents": env.num_agents, "race": e}
+            store.add(ep, episode_meta(env, ep_seed, name, meta))
+            returns.append(ret)
+            steps += len(ep["act"])
+        bar.update(1)
+        bar.set_postfix(agent_steps_per_s=f"{steps / (time.perf_counter() - t0):.0f}")
+    bar.close()
+    dt = time.perf_counter() - t0
+    return {
+        "episodes": episodes * env.num_agents,
+        "races": episodes,
         "steps": steps,
         "seconds": dt,
         "steps_per_s": steps / max(dt, 1e-9),

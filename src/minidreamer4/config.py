@@ -22,6 +22,7 @@ class EnvConfig:
     action_repeat: int = 2  # each agent action is applied this many env steps, rewards summed
     max_steps: int = 500  # episode time limit, in agent steps (after action repeat)
     action_bins: int = 11  # bins per continuous action dimension (discrete spaces use their own sizes)
+    agents: int = 2  # cars in MultiCarRacing-v0 (multi-agent envs only; one shared world model and policy)
 
 
 @dataclass

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from .agent import AgentHeads, lambda_returns, pmpo_loss, twohot_loss
 from .dynamics import Dynamics
-from .envs import PixelEnv, action_to_bins, bins_to_action
+from .envs import MultiPixelEnv, PixelEnv, action_to_bins, bins_to_action
 from .tokenizer import Tokenizer
 
 
@@ -141,6 +141,16 @@ class Actor:
         return a.cpu().numpy().astype(np.float32)
 
 
+def actors_for(env: PixelEnv, tok, dyn, heads, span: int, window: int, device, greedy=False, seed=0):
+    """One Actor, or in a multi-agent env one per agent: the same weights, each with its own context and
+    caches (the shared policy drives every agent)."""
+    n = getattr(env, "num_agents", 0)
+    acts = [
+        Actor(tok, dyn, heads, span, window, device, greedy, seed=seed + 7919 * k) for k in range(max(n, 1))
+    ]
+    return acts if n else acts[0]
+
+
 def _sample(pi, gen: torch.Generator) -> Tensor:
     return torch.stack(
         [torch.multinomial(lg.softmax(-1).cpu(), 1, generator=gen)[..., 0].to(lg.device) for lg in pi.logits],
@@ -149,7 +159,11 @@ def _sample(pi, gen: torch.Generator) -> Tensor:
 
 
 def evaluate_policy(env: PixelEnv, policy, episodes: int, seed: int = 10_000) -> dict:
-    """Real-env return over `episodes` episodes with fixed seeds (seed, seed + 1, ...)."""
+    """Real-env return over `episodes` episodes with fixed seeds (seed, seed + 1, ...). In a multi-agent env
+    `policy` is one policy per agent; every agent's return counts, and `return_per_agent` lists each one's
+    mean."""
+    if isinstance(env, MultiPixelEnv):
+        return _evaluate_multi(env, policy, episodes, seed)
     returns, lengths = [], []
     for i in range(episodes):
         obs = env.reset(seed=seed + i)
@@ -168,6 +182,24 @@ def evaluate_policy(env: PixelEnv, policy, episodes: int, seed: int = 10_000) ->
         "return_std": float(np.std(returns)),
         "length_mean": float(np.mean(lengths)),
         "returns": [round(float(x), 2) for x in returns],
+    }
+
+
+def _evaluate_multi(env: MultiPixelEnv, policies: list, episodes: int, seed: int) -> dict:
+    from .collect import run_multi_episode
+
+    rets = np.zeros((episodes, env.num_agents))
+    lengths = []
+    for i in range(episodes):
+        eps = run_multi_episode(env, policies, seed + i)
+        rets[i] = [ep["rew"].sum() for ep in eps]
+        lengths.append(max(len(ep["act"]) for ep in eps))
+    return {
+        "return_mean": float(rets.mean()),
+        "return_std": float(rets.std()),
+        "length_mean": float(np.mean(lengths)),
+        "return_per_agent": [round(float(x), 2) for x in rets.mean(0)],
+        "returns": [round(float(x), 2) for x in rets.flatten()],
     }
 
 

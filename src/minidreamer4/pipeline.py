@@ -20,7 +20,8 @@ def ensure_episodes(cfg: RunConfig) -> EpisodeStore:
     missing = cfg.data.collect_episodes - len(store)
     if missing > 0:
         env = make_env_from_config(cfg.env)
-        stats = collect(env, store, missing, "random", seed=cfg.seed)
+        per_run = getattr(env, "num_agents", 1)  # a multi-agent race stores one episode per agent
+        stats = collect(env, store, -(-missing // per_run), "random", seed=cfg.seed)
         env.close()
         print("collect:", json.dumps(stats), flush=True)
     return store
@@ -96,9 +97,17 @@ class _Timer:
 
 
 def record_episode(env, policy, seed: int, max_frames: int = 300):
-    """Frames (T, H, W, 3) uint8 of one episode of `policy`, for a GIF."""
+    """Frames (T, H, W, 3) uint8 of one episode of `policy`, for a GIF. In a multi-agent env `policy` is
+    one policy per agent and the frames show every agent's view side by side."""
     import numpy as np
 
+    if isinstance(policy, list):
+        from .collect import run_multi_episode
+
+        eps = run_multi_episode(env, policy, seed)
+        T = min(max_frames, max(len(ep["obs"]) for ep in eps))
+        views = [np.concatenate([ep["obs"], ep["obs"][-1:].repeat(T, 0)])[:T] for ep in eps]
+        return np.concatenate(views, axis=-1).transpose(0, 2, 3, 1)
     obs = env.reset(seed=seed)
     if hasattr(policy, "reset"):
         policy.reset()
@@ -114,7 +123,7 @@ def train_loop(cfg: RunConfig, progress: bool = True) -> dict:
     import numpy as np
 
     from .collect import random_policy
-    from .imagine import Actor, evaluate_policy
+    from .imagine import actors_for, evaluate_policy
     from .media import save_gif, upscale
     from .report import write_report
     from .run import Logger, pick_device
@@ -136,9 +145,16 @@ def train_loop(cfg: RunConfig, progress: bool = True) -> dict:
     env = make_env_from_config(cfg.env)
     a = cfg.agent
 
-    def actor(policy: str, greedy: bool = False, seed: int = 0) -> Actor:
+    n_agents = getattr(env, "num_agents", 0)  # multi-agent envs: one shared policy drives every agent
+
+    def actor(policy: str, greedy: bool = False, seed: int = 0):
         tok, dyn, heads = load_agent(cfg, device, policy)
-        return Actor(tok, dyn, heads, tok_span(tok), cfg.dynamics.context, device, greedy=greedy, seed=seed)
+        return actors_for(env, tok, dyn, heads, tok_span(tok), cfg.dynamics.context, device, greedy, seed)
+
+    def random_policies(seed: int):
+        rngs = [np.random.default_rng([seed, k]) for k in range(max(n_agents, 1))]
+        pols = [random_policy(env, r) for r in rngs]
+        return pols if n_agents else pols[0]
 
     for it in range(loop["iteration"], a.iterations):
         with timer("finetune"):
@@ -157,7 +173,8 @@ def train_loop(cfg: RunConfig, progress: bool = True) -> dict:
         logger.close()
         print(
             f"loop iteration {it + 1}/{a.iterations}: real-env return {ev['return_mean']:.2f} "
-            f"+- {ev['return_std']:.2f} ({a.eval_episodes} episodes), {steps} env steps stored",
+            f"+- {ev['return_std']:.2f} ({a.eval_episodes} episodes), {steps} env steps stored"
+            + (f"; per agent {ev['return_per_agent']}" if "return_per_agent" in ev else ""),
             flush=True,
         )
         with timer("collect_agent"):
@@ -176,7 +193,7 @@ def train_loop(cfg: RunConfig, progress: bool = True) -> dict:
     # final comparison on the same fixed seeds: random, behaviour-cloned, and imagination-trained policies
     with timer("eval"):
         evals = {
-            "random": evaluate_policy(env, random_policy(env, np.random.default_rng(0)), a.eval_episodes),
+            "random": evaluate_policy(env, random_policies(0), a.eval_episodes),
             "behaviour cloning": evaluate_policy(env, actor("bc"), a.eval_episodes),
             "imagination RL": loop["evals"][-1] if loop["evals"] else {},
         }
@@ -191,6 +208,11 @@ def train_loop(cfg: RunConfig, progress: bool = True) -> dict:
         "env_steps": store.stats()["steps"],
         **{f"return_{k.replace(' ', '_')}": round(v["return_mean"], 2) for k, v in evals.items()},
         **{f"return_std_{k.replace(' ', '_')}": round(v["return_std"], 2) for k, v in evals.items()},
+        **{
+            f"return_per_agent_{k.replace(' ', '_')}": v["return_per_agent"]
+            for k, v in evals.items()
+            if "return_per_agent" in v
+        },
     }
     report = write_report(d, summary, evals, timer.t)
     (d / "summary.json").write_text(json.dumps(summary, indent=2))

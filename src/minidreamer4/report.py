@@ -55,11 +55,13 @@ def write_report(run: Path, summary: dict, evals: dict[str, dict], timings: dict
         "",
         "## Real-environment return",
         "",
-        "| policy | mean | std | episodes |",
-        "| --- | --- | --- | --- |",
+        "| policy | mean | std | episodes | mean per agent (multi-agent envs) |",
+        "| --- | --- | --- | --- | --- |",
     ]
     for name, ev in evals.items():
-        lines.append(f"| {name} | {ev['return_mean']:.2f} | {ev['return_std']:.2f} | {len(ev['returns'])} |")
+        per = ", ".join(f"{x:.2f}" for x in ev.get("return_per_agent", []))
+        n = len(ev["returns"]) // max(1, len(ev.get("return_per_agent", [])))
+        lines.append(f"| {name} | {ev['return_mean']:.2f} | {ev['return_std']:.2f} | {n} | {per} |")
     lines += ["", "## Wall time per stage (minutes)", "", "| stage | minutes |", "| --- | --- |"]
     lines += [f"| {k} | {v / 60:.1f} |" for k, v in timings.items()]
     lines += ["", "## Summary", "", "```json", json.dumps(summary, indent=2), "```", "", "## Media", ""]

@@ -3,13 +3,36 @@ when that env is made."""
 
 from __future__ import annotations
 
-from .adapter import ActionSpec, PixelEnv, action_to_bins, bins_to_action, from_env_action, to_env_action
+from .adapter import (
+    ActionSpec,
+    MultiPixelEnv,
+    PixelEnv,
+    action_to_bins,
+    bins_to_action,
+    from_env_action,
+    to_env_action,
+)
 
 # The project's own envs, by id -> "module:factory". Gymnasium ids with image observations also work.
 BUILTIN = {
     "DotTrack-v0": "minidreamer4.envs.dottrack:DotTrackEnv",
+    "MultiCarRacing-v0": "minidreamer4.envs.multi_car_racing:MultiCarRacingEnv",
 }
-RECOMMENDED = ["CarRacing-v3", "DotTrack-v0"]
+MULTI_AGENT = {"MultiCarRacing-v0"}  # observations (n, H, W, C): wrapped in MultiPixelEnv
+RECOMMENDED = ["CarRacing-v3", "DotTrack-v0", "MultiCarRacing-v0"]
+
+
+def _register() -> None:
+    """Our envs are also gymnasium ids: gymnasium.make("MultiCarRacing-v0", num_agents=4) works after
+    `import minidreamer4.envs`. The env checker is off: per-agent reward arrays are by design."""
+    import gymnasium as gym
+
+    for env_id, target in BUILTIN.items():
+        if env_id not in gym.registry:
+            gym.register(env_id, entry_point=target, disable_env_checker=True)
+
+
+_register()
 
 
 def known_env_ids() -> list[str]:
@@ -24,9 +47,18 @@ def _load(target: str):
 
 
 def make_env(
-    env_id: str, size: int = 64, action_repeat: int = 1, max_steps: int = 1000, action_bins: int = 11
+    env_id: str,
+    size: int = 64,
+    action_repeat: int = 1,
+    max_steps: int = 1000,
+    action_bins: int = 11,
+    agents: int = 2,
 ) -> PixelEnv:
-    """Makes the env `env_id` wrapped in PixelEnv. Unknown ids get an error listing the known ones."""
+    """Makes the env `env_id` wrapped in PixelEnv (MultiPixelEnv for multi-agent envs, with `agents`
+    agents). Unknown ids get an error listing the known ones."""
+    if env_id in MULTI_AGENT:
+        env = _load(BUILTIN[env_id])(num_agents=agents, max_steps=max_steps * action_repeat)
+        return MultiPixelEnv(env, env_id, size, action_repeat, max_steps, action_bins)
     if env_id in BUILTIN:
         env = _load(BUILTIN[env_id])(size=size, max_steps=max_steps * action_repeat)
     else:
@@ -49,11 +81,12 @@ def make_env(
 
 def make_env_from_config(cfg) -> PixelEnv:
     """Makes the env of an EnvConfig."""
-    return make_env(cfg.id, cfg.size, cfg.action_repeat, cfg.max_steps, cfg.action_bins)
+    return make_env(cfg.id, cfg.size, cfg.action_repeat, cfg.max_steps, cfg.action_bins, cfg.agents)
 
 
 __all__ = [
     "ActionSpec",
+    "MultiPixelEnv",
     "PixelEnv",
     "action_to_bins",
     "bins_to_action",

@@ -179,3 +179,61 @@ class PixelEnv:
 
     def close(self) -> None:
         self.env.close()
+
+
+class MultiPixelEnv(PixelEnv):
+    """A multi-agent env (observations (n, H, W, C), actions (n, A), per-agent rewards and terminations,
+    like MultiCarRacing-v0) seen the PixelEnv way, one row per agent: observations (n, C, H, W) float in
+    [0, 1], `frame` (n, C, H, W) uint8, actions (n, dims) in [-1, 1], rewards (n,), terminated (n,) and
+    truncated (n,). An agent that is done stays done; the episode is over when every agent is."""
+
+    def __init__(
+        self,
+        env,
+        env_id: str,
+        size: int = 64,
+        action_repeat: int = 1,
+        max_steps: int = 1000,
+        action_bins: int = 11,
+    ):
+        from gymnasium import spaces
+
+        ospace, aspace = env.observation_space, env.action_space
+        self.num_agents = int(ospace.shape[0])
+        one = type("OneAgent", (), {})()  # what one agent sees and does, for PixelEnv's checks
+        one.observation_space = spaces.Box(0, 255, ospace.shape[1:], ospace.dtype)
+        one.action_space = spaces.Box(aspace.low[0], aspace.high[0], dtype=aspace.dtype)
+        super().__init__(one, env_id, size, action_repeat, max_steps, action_bins)
+        self.env = env
+
+    def _convert_all(self, obs) -> np.ndarray:
+        out, frames = [], []
+        for o in obs:
+            out.append(self._convert(o))
+            frames.append(self.frame)
+        self.frame = np.stack(frames)
+        return np.stack(out)
+
+    def reset(self, seed: int | None = None) -> np.ndarray:
+        obs, _ = self.env.reset(seed=seed)
+        self.t = 0
+        self.done = np.zeros(self.num_agents, bool)
+        return self._convert_all(obs)
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
+        a = np.asarray(action, np.float32).reshape(self.num_agents, self.action_spec.dims)
+        env_action = np.stack([to_env_action(x, self.action_spec) for x in a])
+        total = np.zeros(self.num_agents, np.float32)
+        term, trunc = np.zeros(self.num_agents, bool), np.zeros(self.num_agents, bool)
+        for _ in range(self.action_repeat):
+            obs, r, te, tr, info = self.env.step(env_action)
+            total += np.where(self.done | term | trunc, 0.0, np.asarray(r, np.float32))
+            term |= np.asarray(te, bool) & ~self.done
+            trunc |= np.asarray(tr, bool) & ~self.done & ~term
+            if np.all(self.done | term | trunc):
+                break
+        self.t += 1
+        if self.t >= self.max_steps:
+            trunc |= ~(self.done | term)
+        self.done |= term | trunc
+        return self._convert_all(obs), total, term, trunc, info
