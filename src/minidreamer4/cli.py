@@ -103,6 +103,26 @@ def cmd_demo(args: argparse.Namespace) -> None:
     demo(cfg)
 
 
+def cmd_bench(args: argparse.Namespace) -> None:
+    from .bench import format_table, run_bench
+    from .run import pick_device, use_bf16
+
+    cfg = C.config_from_args(args)
+    if cfg.threads > 0:
+        torch_threads(cfg.threads)
+    device = pick_device(cfg.device)
+    res = run_bench(cfg, device, use_bf16(cfg.bf16, device), steps=args.repeat, compile_models=cfg.compile)
+    res = {"bench": "minidreamer4", "preset": args.preset, **res}
+    print(format_table(res))
+    print(json.dumps(res))
+
+
+def torch_threads(n: int) -> None:
+    import torch
+
+    torch.set_num_threads(n)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="minidreamer4", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -149,6 +169,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--greedy", action="store_true", help="take the most likely action instead of sampling")
     s.add_argument("--device", default="auto")
     s.set_defaults(fn=cmd_eval)
+
+    s = sub.add_parser("bench", help="training / imagination / dream / acting speed and FLOP utilisation")
+    s.add_argument("--repeat", type=int, default=10, help="timed steps per figure (median), after warm-up")
+    C.add_config_flags(s)
+    s.set_defaults(fn=cmd_bench)
 
     s = sub.add_parser("demo", help="the default job: everything that exists, end to end")
     C.add_config_flags(s)

@@ -87,6 +87,7 @@ class AgentConfig:
     lam: float = 0.95
     alpha: float = 0.5  # PMPO weight of the positive set
     beta: float = 0.3  # PMPO weight of the KL to the prior
+    value_warmup: int = 20  # (ours) imagination steps that train the value alone before the policy moves
     eval_episodes: int = 10  # real-env evaluation episodes (fixed seeds)
     collect_episodes: int = 5  # episodes the policy adds to the store each loop iteration
     iterations: int = 2  # loop iterations: dynamics -> finetune -> RL -> eval -> collect
@@ -115,6 +116,7 @@ class RunConfig:
     device: str = "auto"  # auto = cuda > mps > cpu
     bf16: str = "auto"  # autocast to bfloat16: auto (on where measured to help), on, off
     threads: int = 0  # torch CPU threads; 0 = torch's default
+    compile: bool = False  # torch.compile the training step's model (see `minidreamer4 bench --compile`)
     wandb: bool = False  # also log to Weights & Biases (offline without network)
     env: EnvConfig = field(default_factory=EnvConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -158,7 +160,15 @@ def _tiny() -> RunConfig:
     )
     c.dyn_train = TrainConfig(steps=30, lr=2e-3, warmup=5, log_every=10, eval_every=15, ckpt_every=15)
     c.agent = AgentConfig(
-        mtp=2, hidden=32, horizon=4, rollouts=4, context=3, eval_episodes=2, collect_episodes=2, iterations=2
+        mtp=2,
+        hidden=32,
+        horizon=4,
+        rollouts=4,
+        context=3,
+        eval_episodes=2,
+        collect_episodes=2,
+        iterations=2,
+        value_warmup=5,
     )
     c.ft_train = TrainConfig(steps=20, lr=2e-3, warmup=5, log_every=10, eval_every=10, ckpt_every=10)
     c.rl_train = TrainConfig(steps=20, lr=2e-3, warmup=5, log_every=10, eval_every=10, ckpt_every=10)

@@ -68,8 +68,10 @@ def rl_losses(
     lam: float,
     alpha: float,
     beta: float,
+    policy_weight: float = 1.0,
 ) -> tuple[Tensor, dict]:
-    """Value regression on lambda returns and the PMPO policy loss, on a rollout from `imagine`."""
+    """Value regression on lambda returns and the PMPO policy loss, on a rollout from `imagine`.
+    policy_weight = 0 trains the value alone (the warm-up: see AgentConfig.value_warmup)."""
     h = roll["h"].detach()  # the transformer is frozen: h is data here
     H = roll["rew"].shape[1]
     cont = (roll["cont"] > 0.5).float()  # continuation flags: a predicted termination ends the return
@@ -96,7 +98,7 @@ def rl_losses(
         "kl_prior": kl[alive].mean().item(),
         "entropy": pi.entropy()[alive].mean().item(),
     }
-    return policy_loss + value_loss, metrics
+    return policy_weight * policy_loss + value_loss, metrics
 
 
 class Actor:

@@ -7,6 +7,7 @@ import json
 import time
 from pathlib import Path
 
+from . import distributed as dist
 from .collect import collect
 from .config import RunConfig
 from .data import EpisodeStore
@@ -15,15 +16,17 @@ from .run import episodes_dir, prepare_run_dir
 
 
 def ensure_episodes(cfg: RunConfig) -> EpisodeStore:
-    """Stage 1: random-interaction episodes, collected only up to data.collect_episodes."""
+    """Stage 1: random-interaction episodes, collected only up to data.collect_episodes (under torchrun by
+    rank 0 alone, while the others wait)."""
     store = EpisodeStore(episodes_dir(cfg))
     missing = cfg.data.collect_episodes - len(store)
-    if missing > 0:
+    if missing > 0 and dist.is_main():
         env = make_env_from_config(cfg.env)
         per_run = getattr(env, "num_agents", 1)  # a multi-agent race stores one episode per agent
         stats = collect(env, store, -(-missing // per_run), "random", seed=cfg.seed)
         env.close()
         print("collect:", json.dumps(stats), flush=True)
+    dist.barrier()
     return store
 
 
@@ -93,7 +96,8 @@ class _Timer:
 
     def __exit__(self, *exc) -> None:
         self.t[self.name] = self.t.get(self.name, 0.0) + time.time() - self.t0
-        self.path.write_text(json.dumps(self.t, indent=2))
+        if dist.is_main():
+            self.path.write_text(json.dumps(self.t, indent=2))
 
 
 def record_episode(env, policy, seed: int, max_frames: int = 300):
@@ -161,6 +165,10 @@ def train_loop(cfg: RunConfig, progress: bool = True) -> dict:
             train_finetune(cfg, scale=it + 1, progress=progress)
         with timer("imagination"):
             train_imagination(cfg, scale=it + 1, progress=progress)
+        if not dist.is_main():  # rank 0 evaluates and collects alone; the others wait for the new data
+            dist.barrier()
+            loop = {"iteration": it + 1, "evals": loop["evals"]}
+            continue
         with timer("eval"):
             ev = evaluate_policy(env, actor("rl", seed=it), a.eval_episodes)
         steps = store.stats()["steps"]
@@ -189,6 +197,10 @@ def train_loop(cfg: RunConfig, progress: bool = True) -> dict:
             )
         loop = {"iteration": it + 1, "evals": loop["evals"] + [{"iteration": it + 1, **ev}]}
         loop_path.write_text(json.dumps(loop, indent=2))
+        dist.barrier()
+    if not dist.is_main():
+        env.close()
+        return {}
 
     # final comparison on the same fixed seeds: random, behaviour-cloned, and imagination-trained policies
     with timer("eval"):

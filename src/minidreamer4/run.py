@@ -21,17 +21,22 @@ import numpy as np
 import torch
 
 from .config import RunConfig, to_dict
+from .distributed import is_main
 
 
 def pick_device(name: str = "auto") -> torch.device:
     """cuda > mps > cpu, unless a device is named."""
     if name != "auto":
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+        dev = torch.device(name)
+    elif torch.cuda.is_available():
+        dev = torch.device("cuda")
+    elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        dev = torch.device("mps")
+    else:
+        dev = torch.device("cpu")
+    if dev.type == "cuda" and dev.index is None and "LOCAL_RANK" in os.environ:  # torchrun: one GPU per rank
+        dev = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+    return dev
 
 
 def use_bf16(setting: str, device: torch.device) -> bool:
@@ -65,7 +70,10 @@ def set_rng_state(s: dict) -> None:
 
 
 def save_checkpoint(path: str | Path, state: dict) -> None:
-    """torch.save to a temporary file in the same folder, then rename: a crash leaves the old file intact."""
+    """torch.save to a temporary file in the same folder, then rename: a crash leaves the old file intact.
+    Under torchrun only rank 0 writes (every rank holds the same state)."""
+    if not is_main():
+        return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -91,6 +99,8 @@ def prepare_run_dir(cfg: RunConfig) -> Path:
     d = run_dir(cfg)
     for sub in ("checkpoints", "media"):
         (d / sub).mkdir(parents=True, exist_ok=True)
+    if not is_main():
+        return d
     tmp = d / ".config.json.tmp"
     tmp.write_text(json.dumps(to_dict(cfg), indent=2))
     os.replace(tmp, d / "config.json")
@@ -98,11 +108,15 @@ def prepare_run_dir(cfg: RunConfig) -> Path:
 
 
 class Logger:
-    """metrics.jsonl always, TensorBoard always, Weights & Biases only when asked."""
+    """metrics.jsonl always, TensorBoard always, Weights & Biases only when asked. Under torchrun only
+    rank 0 logs; on the other ranks every method does nothing."""
 
     def __init__(self, folder: str | Path, cfg: RunConfig | None = None, use_wandb: bool = False):
         from torch.utils.tensorboard import SummaryWriter
 
+        self.enabled = is_main()
+        if not self.enabled:
+            return
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.jsonl = open(self.folder / "metrics.jsonl", "a")
@@ -126,6 +140,8 @@ class Logger:
             )
 
     def log(self, stage: str, step: int, metrics: dict[str, float]) -> None:
+        if not self.enabled:
+            return
         row = {"stage": stage, "step": int(step), "time": round(time.time(), 3)}
         row.update({k: float(v) for k, v in metrics.items()})
         self.jsonl.write(json.dumps(row) + "\n")
@@ -136,6 +152,8 @@ class Logger:
             self.wandb.log({f"{stage}/{k}": float(v) for k, v in metrics.items()} | {f"{stage}/step": step})
 
     def image(self, tag: str, img_hwc: np.ndarray, step: int) -> None:
+        if not self.enabled:
+            return
         self.tb.add_image(tag, img_hwc, step, dataformats="HWC")
         if self.wandb is not None:
             import wandb
@@ -143,6 +161,8 @@ class Logger:
             self.wandb.log({tag: wandb.Image(img_hwc)})
 
     def close(self) -> None:
+        if not self.enabled:
+            return
         self.jsonl.close()
         self.tb.close()
         if self.wandb is not None:

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from . import distributed as dist
 from .config import RunConfig, TrainConfig, to_dict
 from .data import EpisodeStore, SegmentSampler
 from .dynamics import Dynamics
@@ -89,16 +90,36 @@ def to_device(batch: dict[str, np.ndarray], device: torch.device) -> dict[str, t
 def setup(cfg: RunConfig) -> tuple[Path, torch.device, bool]:
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
-    seed_everything(cfg.seed)
     device = pick_device(cfg.device)
+    dist.init(device)
+    seed_everything(cfg.seed + 1000 * dist.rank())  # under torchrun each rank draws its own noise
     return prepare_run_dir(cfg), device, use_bf16(cfg.bf16, device)
+
+
+def train_module(model: torch.nn.Module, cfg: RunConfig, device: torch.device) -> torch.nn.Module:
+    """What the training step calls: the model, wrapped in DDP under torchrun, compiled when asked."""
+    m = dist.wrap(model, device)
+    return torch.compile(m) if cfg.compile else m
+
+
+def finish_stage(logger: Logger, stage: str, model: torch.nn.Module, step: int, device) -> None:
+    """Under torchrun: checks that every rank ends the stage with rank 0's parameters (logged as
+    <stage>/ddp max_param_diff, exactly 0 when DDP kept them in step), and waits until rank 0 has written
+    its checkpoint, which the next stage reads on every rank."""
+    if dist.world_size() > 1:
+        diff = dist.param_divergence(model, device)
+        logger.log(f"{stage}/ddp", step, {"world_size": dist.world_size(), "max_param_diff": diff})
+        if diff != 0.0:
+            raise RuntimeError(f"{stage}: ranks disagree on the parameters (max diff {diff})")
+    dist.barrier()
 
 
 def samplers(
     cfg: RunConfig, store: EpisodeStore, seq_len: int, batch: int
 ) -> tuple[SegmentSampler, SegmentSampler]:
     d = cfg.data
-    train = SegmentSampler(store, seq_len, batch, "train", d.holdout_every, d.memory_gb, seed=cfg.seed)
+    seed = cfg.seed + 1000 * dist.rank()  # each rank samples its own batches
+    train = SegmentSampler(store, seq_len, batch, "train", d.holdout_every, d.memory_gb, seed=seed)
     held = SegmentSampler(store, seq_len, batch, "eval", d.holdout_every, d.memory_gb, seed=cfg.seed + 1)
     if not held.episodes:
         raise RuntimeError(
@@ -156,7 +177,16 @@ class StageState:
         set_rng_state(ck["rng"])
         if self.sampler is not None and "sampler_rng" in ck:
             self.sampler.rng.bit_generator.state = ck["sampler_rng"]
+        if dist.rank() > 0:  # the checkpoint holds rank 0's random streams: the others branch off them
+            seed_everything(self.cfg.seed + 1000 * dist.rank() + self.step)
+            if self.sampler is not None:
+                self.sampler.rng = np.random.default_rng([self.cfg.seed, dist.rank(), self.step])
         return True
+
+    def tick(self, seconds: float, device: torch.device) -> None:
+        """One step done in `seconds`. Rank 0's clock decides minute budgets for every rank."""
+        self.step += 1
+        self.elapsed = dist.from_main(self.elapsed + seconds, device)
 
     def save(self, extra: dict | None = None) -> None:
         state = {k: m.state_dict() for k, m in self.modules.items()}
@@ -246,17 +276,17 @@ def train_tokenizer(cfg: RunConfig, progress: bool = True) -> Tokenizer:
         tokenizer_media(run, logger, eval_batch, recon, state.step)
         tqdm.write(f"tokenizer eval step {state.step}: held-out {fmt_metrics(m)}")
 
-    bar = BudgetBar("tokenizer", tc, progress)
+    bar = BudgetBar("tokenizer", tc, progress and dist.is_main())
     frames_per_step = batch_size * seq_len
     window, t_window = [], time.perf_counter()
+    train_model = train_module(model, cfg, device)
     while not state.done(tc):
         t0 = time.perf_counter()
         batch = to_device(train_s.sample(), device)
         with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
-            loss, metrics = model(batch)
+            loss, metrics = train_model(batch)
         metrics["grad_norm"] = optimizer_step(opt, loss, model.parameters(), tc, state.step, state.elapsed)
-        state.step += 1
-        state.elapsed += time.perf_counter() - t0
+        state.tick(time.perf_counter() - t0, device)
         window.append(metrics)
         bar.update(state.step, state.elapsed)
         if state.step % tc.log_every == 0 or state.done(tc):
@@ -272,13 +302,15 @@ def train_tokenizer(cfg: RunConfig, progress: bool = True) -> Tokenizer:
                 fps=f"{avg['frames_per_s']:.0f}",
             )
             window, t_window = [], time.perf_counter()
-        if state.step % tc.eval_every == 0 and not state.done(tc):
+        if state.step % tc.eval_every == 0 and not state.done(tc) and dist.is_main():
             evaluate()
         if state.step % tc.ckpt_every == 0 and not state.done(tc):
             state.save({"obs_shape": list(ref["obs_shape"])})
     bar.close()
-    evaluate()
+    if dist.is_main():
+        evaluate()
     state.save({"obs_shape": list(ref["obs_shape"])})
+    finish_stage(logger, "tokenizer", model, state.step, device)
     logger.close()
     return model
 
@@ -338,7 +370,13 @@ def train_dynamics(cfg: RunConfig, progress: bool = True) -> Dynamics:
     short, held = samplers(cfg, store, seq_len, batch_size)
     long_batch = max(1, batch_size * seq_len // dc.long_len)  # about as many frames per step
     long = SegmentSampler(
-        store, dc.long_len, long_batch, "train", cfg.data.holdout_every, cfg.data.memory_gb, seed=cfg.seed + 2
+        store,
+        dc.long_len,
+        long_batch,
+        "train",
+        cfg.data.holdout_every,
+        cfg.data.memory_gb,
+        seed=cfg.seed + 2 + 1000 * dist.rank(),
     )
     # open-loop eval: 8 held-out sequences, context up to 8 frames, horizon up to 16 (short episodes: less)
     longest = max(len(ep["obs"]) for ep in held.episodes.values())
@@ -375,17 +413,17 @@ def train_dynamics(cfg: RunConfig, progress: bool = True) -> Dynamics:
             )
         )
 
-    bar = BudgetBar("dynamics", tc, progress)
+    bar = BudgetBar("dynamics", tc, progress and dist.is_main())
     window, t_window, frames = [], time.perf_counter(), 0
+    train_model = train_module(model, cfg, device)
     while not state.done(tc):
         t0 = time.perf_counter()
         sampler = long if dc.long_every > 0 and state.step % dc.long_every == dc.long_every - 1 else short
         batch = encode_batch(tok, to_device(sampler.sample(), device), bf16, device)
         with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
-            loss, metrics = model(batch)
+            loss, metrics = train_model(batch)
         metrics["grad_norm"] = optimizer_step(opt, loss, model.parameters(), tc, state.step, state.elapsed)
-        state.step += 1
-        state.elapsed += time.perf_counter() - t0
+        state.tick(time.perf_counter() - t0, device)
         frames += batch["z"].shape[0] * batch["z"].shape[1]
         window.append(metrics)
         bar.update(state.step, state.elapsed)
@@ -396,13 +434,15 @@ def train_dynamics(cfg: RunConfig, progress: bool = True) -> Dynamics:
             logger.log("dynamics/train", state.step, avg)
             bar.update(state.step, state.elapsed, loss=f"{avg['loss']:.4f}", fps=f"{avg['frames_per_s']:.0f}")
             window, t_window, frames = [], time.perf_counter(), 0
-        if state.step % tc.eval_every == 0 and not state.done(tc):
+        if state.step % tc.eval_every == 0 and not state.done(tc) and dist.is_main():
             evaluate()
         if state.step % tc.ckpt_every == 0 and not state.done(tc):
             state.save({"action_bins": list(model.action_bins)})
     bar.close()
-    evaluate()
+    if dist.is_main():
+        evaluate()
     state.save({"action_bins": list(model.action_bins)})
+    finish_stage(logger, "dynamics", model, state.step, device)
     logger.close()
     return model
 

@@ -15,6 +15,7 @@ import time
 import torch
 from tqdm import tqdm
 
+from . import distributed as dist
 from .agent import AgentHeads, bc_reward_losses
 from .config import RunConfig, TrainConfig
 from .data import EpisodeStore, SegmentSampler
@@ -26,6 +27,7 @@ from .train import (
     BudgetBar,
     StageState,
     encode_batch,
+    finish_stage,
     load_tokenizer,
     make_optimizer,
     mean_metrics,
@@ -34,6 +36,7 @@ from .train import (
     samplers,
     setup,
     to_device,
+    train_module,
 )
 
 
@@ -49,10 +52,34 @@ def build_agent(cfg: RunConfig, tok: Tokenizer, bins: tuple[int, ...]) -> tuple[
     return dyn, AgentHeads(cfg.dynamics.dim, bins, mtp=a.mtp, hidden=a.hidden)
 
 
-class _Pair(torch.nn.Module):  # one optimizer / state dict for the dynamics model and its heads
+class _Pair(torch.nn.Module):
+    """The dynamics model and its heads: one optimizer, one state dict, and forward = the phase-2 losses."""
+
     def __init__(self, dyn: Dynamics, heads: AgentHeads):
         super().__init__()
         self.dyn, self.heads = dyn, heads
+
+    def forward(self, b: dict) -> tuple[torch.Tensor, dict]:
+        """b: an encoded batch (encode_batch). Dynamics loss (METHOD.md 2) + BC, reward and continuation."""
+        dyn_loss, m, h = self.dyn(b, return_agent=True)
+        n = self.dyn.n_single(*b["z"].shape[:2])  # single-frame rows carry no actions to clone
+        act_idx = act_to_idx(b["act"][n:], self.dyn)
+        agent_loss, am = bc_reward_losses(
+            self.heads, h, act_idx, b["has_act"][n:], b["rew"][n:], b["term"][n:]
+        )
+        return dyn_loss + agent_loss, {**m, **am, "dyn_loss": dyn_loss.item()}
+
+
+class _RLLoss(torch.nn.Module):
+    """forward = the phase-3 losses of a rollout; a module so that DDP can average its gradients."""
+
+    def __init__(self, heads: AgentHeads, prior: AgentHeads, a):
+        super().__init__()
+        self.heads, self.prior, self.a = heads, prior, a
+
+    def forward(self, roll: dict, policy_weight: float = 1.0) -> tuple[torch.Tensor, dict]:
+        a = self.a
+        return rl_losses(self.heads, self.prior, roll, a.gamma, a.lam, a.alpha, a.beta, policy_weight)
 
 
 def train_finetune(cfg: RunConfig, scale: int = 1, progress: bool = True) -> tuple[Dynamics, AgentHeads]:
@@ -82,25 +109,20 @@ def train_finetune(cfg: RunConfig, scale: int = 1, progress: bool = True) -> tup
     logger = Logger(run, cfg, cfg.wandb)
     eval_batch = to_device(held.sample(), device)
 
-    def losses(batch: dict) -> tuple[torch.Tensor, dict]:
+    train_pair = train_module(pair, cfg, device)
+
+    def losses(batch: dict, module: torch.nn.Module) -> tuple[torch.Tensor, dict]:
         b = encode_batch(tok, batch, bf16, device)
         with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
-            dyn_loss, m, h = dyn(b, return_agent=True)
-            n = dyn.n_single(*b["z"].shape[:2])
-            act_idx = act_to_idx(b["act"][n:], dyn)
-            agent_loss, am = bc_reward_losses(
-                heads, h, act_idx, b["has_act"][n:], b["rew"][n:], b["term"][n:]
-            )
-        return dyn_loss + agent_loss, {**m, **am, "dyn_loss": dyn_loss.item()}
+            return module(b)
 
-    bar = BudgetBar("finetune", tc, progress)
+    bar = BudgetBar("finetune", tc, progress and dist.is_main())
     window = []
     while not state.done(tc):
         t0 = time.perf_counter()
-        loss, metrics = losses(to_device(train_s.sample(), device))
+        loss, metrics = losses(to_device(train_s.sample(), device), train_pair)
         metrics["grad_norm"] = optimizer_step(opt, loss, pair.parameters(), tc, state.step, state.elapsed)
-        state.step += 1
-        state.elapsed += time.perf_counter() - t0
+        state.tick(time.perf_counter() - t0, device)
         window.append(metrics)
         bar.update(state.step, state.elapsed)
         if state.step % tc.log_every == 0 or state.done(tc):
@@ -108,10 +130,10 @@ def train_finetune(cfg: RunConfig, scale: int = 1, progress: bool = True) -> tup
             logger.log("finetune/train", state.step, avg)
             bar.update(state.step, state.elapsed, bc=f"{avg['bc_loss']:.3f}", rew=f"{avg['reward_loss']:.3f}")
             window = []
-        if state.step % tc.eval_every == 0 or state.done(tc):
+        if (state.step % tc.eval_every == 0 or state.done(tc)) and dist.is_main():
             pair.eval()
             with torch.no_grad():
-                _, em = losses(eval_batch)
+                _, em = losses(eval_batch, pair)
             pair.train()
             logger.log("finetune/eval", state.step, em)
             tqdm.write(
@@ -123,6 +145,7 @@ def train_finetune(cfg: RunConfig, scale: int = 1, progress: bool = True) -> tup
     bar.close()
     if not state.path.exists():
         state.save({"action_bins": list(bins)})
+    finish_stage(logger, "finetune", pair, state.step, device)
     logger.close()
     return dyn.eval(), heads.eval()
 
@@ -160,8 +183,9 @@ def train_imagination(cfg: RunConfig, scale: int = 1, progress: bool = True) -> 
     a, tc = cfg.agent, scaled(cfg.rl_train, scale)
     opt = torch.optim.AdamW(trainable, lr=tc.lr, betas=(0.9, 0.95), weight_decay=0.0)
     store = EpisodeStore(episodes_dir(cfg))
+    seed = cfg.seed + 7 + 1000 * dist.rank()  # each rank starts its rollouts from its own contexts
     starts = SegmentSampler(
-        store, a.context, a.rollouts, "train", cfg.data.holdout_every, cfg.data.memory_gb, seed=cfg.seed + 7
+        store, a.context, a.rollouts, "train", cfg.data.holdout_every, cfg.data.memory_gb, seed=seed
     )
     state = StageState(run / "checkpoints" / "imagination.pt", cfg, {"model": heads}, opt, starts)
     if state.resume(device):
@@ -170,18 +194,20 @@ def train_imagination(cfg: RunConfig, scale: int = 1, progress: bool = True) -> 
     logger = Logger(run, cfg, cfg.wandb)
     window_len = cfg.dynamics.context
 
-    bar = BudgetBar("imagination", tc, progress)
+    rl_loss = dist.wrap(_RLLoss(heads, bc_heads, a), device)
+    bar = BudgetBar("imagination", tc, progress and dist.is_main())
     window = []
     while not state.done(tc):
         t0 = time.perf_counter()
         b = encode_batch(tok, to_device(starts.sample(), device), bf16, device)
         with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
             roll = imagine(dyn, heads, b["z"], b["act"], b["has_act"], a.horizon, window=window_len)
-        loss, metrics = rl_losses(heads, bc_heads, roll, a.gamma, a.lam, a.alpha, a.beta)
+        # value warm-up: the value head starts at 0, so early advantages R - v all share the sign of the
+        # rewards and PMPO would see only D+ or only D- (no contrast between actions). Value first.
+        loss, metrics = rl_loss(roll, float(state.step >= a.value_warmup))
         metrics["grad_norm"] = optimizer_step(opt, loss, trainable, tc, state.step, state.elapsed)
-        state.step += 1
         elapsed = time.perf_counter() - t0
-        state.elapsed += elapsed
+        state.tick(elapsed, device)
         metrics["imagined_frames_per_s"] = a.rollouts * a.horizon / elapsed
         window.append(metrics)
         bar.update(state.step, state.elapsed)
@@ -195,5 +221,6 @@ def train_imagination(cfg: RunConfig, scale: int = 1, progress: bool = True) -> 
     bar.close()
     if not state.path.exists():
         state.save()
+    finish_stage(logger, "imagination", heads, state.step, device)
     logger.close()
     return heads.eval()
