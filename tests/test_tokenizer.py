@@ -146,3 +146,25 @@ def test_running_rms_normalises_the_terms():
         loss, met = m(b)
     # each term is divided by (about) its own RMS, so each contributes about 1 and 0.2
     assert 0.8 < loss.item() < 1.6 and m.rms_count.item() == 5
+
+
+def test_separable_ssim_equals_the_2d_gaussian_window():
+    """SSIM blurs with two 1-D passes; the result must equal the textbook 11x11 window."""
+    import torch.nn.functional as F
+
+    from minidreamer4.tokenizer import _gauss_1d
+
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 32, 32)
+    y = (x + 0.2 * torch.rand_like(x)).clamp(0, 1)
+    g = _gauss_1d(11, 1.5, "cpu", torch.float32)
+    w = (g[:, None] * g[None]).expand(3, 1, 11, 11)
+
+    def blur(t):
+        return F.conv2d(t, w, groups=3)
+
+    mx, my = blur(x), blur(y)
+    sxx, syy, sxy = blur(x * x) - mx**2, blur(y * y) - my**2, blur(x * y) - mx * my
+    c1, c2 = 0.01**2, 0.03**2
+    ref = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx**2 + my**2 + c1) * (sxx + syy + c2))
+    assert torch.allclose(ssim(x, y), ref.flatten(1).mean(1), atol=1e-5)

@@ -28,11 +28,27 @@ from .nn import BlockStack
 # image metrics (pure functions)
 
 
-def _gauss_window(size: int, sigma: float, channels: int, device, dtype) -> Tensor:
+def _gauss_1d(size: int, sigma: float, device, dtype) -> Tensor:
     x = torch.arange(size, device=device, dtype=dtype) - (size - 1) / 2
     g = torch.exp(-(x**2) / (2 * sigma**2))
-    g = g / g.sum()
-    return (g[:, None] * g[None, :]).expand(channels, 1, size, size).contiguous()
+    return g / g.sum()
+
+
+def _band(g: Tensor, n: int) -> Tensor:
+    """(n - w + 1, n) matrix whose row i is the window g placed at column i: valid-region 1-D filtering."""
+    w = len(g)
+    m = torch.zeros(n - w + 1, n, device=g.device, dtype=g.dtype)
+    for i in range(w):
+        m.diagonal(i).copy_(g[i].expand(n - w + 1))
+    return m
+
+
+def gaussian_blur_valid(t: Tensor, g: Tensor) -> Tensor:
+    """(..., H, W) -> (..., H - w + 1, W - w + 1): the 2-D Gaussian window g g^T applied to every image,
+    valid region. Separable, and as two batched matmuls with banded matrices: on CPU these are several
+    times faster than a depthwise conv2d, forward and backward."""
+    H, W = t.shape[-2:]
+    return _band(g, H) @ t @ _band(g, W).T
 
 
 def ssim(x: Tensor, y: Tensor, window: int = 11, sigma: float = 1.5) -> Tensor:
@@ -41,12 +57,12 @@ def ssim(x: Tensor, y: Tensor, window: int = 11, sigma: float = 1.5) -> Tensor:
     lead, (C, H, W) = x.shape[:-3], x.shape[-3:]
     x, y = x.reshape(-1, C, H, W).float(), y.reshape(-1, C, H, W).float()
     window = min(window, H, W) // 2 * 2 + 1 if min(H, W) < window else window
-    w = _gauss_window(window, sigma, C, x.device, x.dtype)
+    g = _gauss_1d(window, sigma, x.device, x.dtype)
     c1, c2 = 0.01**2, 0.03**2
-    mu_x, mu_y = F.conv2d(x, w, groups=C), F.conv2d(y, w, groups=C)
-    sxx = F.conv2d(x * x, w, groups=C) - mu_x**2
-    syy = F.conv2d(y * y, w, groups=C) - mu_y**2
-    sxy = F.conv2d(x * y, w, groups=C) - mu_x * mu_y
+    # the five local statistics in one blur call: E[x], E[y], E[x^2], E[y^2], E[xy]
+    stats = gaussian_blur_valid(torch.cat([x, y, x * x, y * y, x * y], 1), g)
+    mu_x, mu_y, exx, eyy, exy = stats.split(C, 1)
+    sxx, syy, sxy = exx - mu_x**2, eyy - mu_y**2, exy - mu_x * mu_y
     s = ((2 * mu_x * mu_y + c1) * (2 * sxy + c2)) / ((mu_x**2 + mu_y**2 + c1) * (sxx + syy + c2))
     return s.flatten(1).mean(1).reshape(lead)
 
