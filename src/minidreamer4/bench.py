@@ -119,19 +119,28 @@ def run_bench(
         "matmul_tflops": round(matmul_flops_per_s(device, dtype, n) / 1e12, 4),
     }
     peak = out["matmul_tflops"] * 1e12
-    maybe_compile = torch.compile if compile_models else (lambda m: m)
+
+    def measure(name: str, model, opt, batch: dict, frames: int) -> dict:
+        """Eager figures, and with compile_models the torch.compile'd step right after, in the same run."""
+        step = _train_step(model, opt, lambda: batch, bf16, device)
+        step()
+        flops = count_flops(step)
+        res = _train_figures(name, frames, flops, median_seconds(step, device, steps, warmup), peak)
+        if compile_models:
+            t = time.perf_counter()
+            cstep = _train_step(torch.compile(model), opt, lambda: batch, bf16, device)
+            cstep()  # compiles
+            res[f"{name}_compile_s"] = round(time.perf_counter() - t, 1)
+            sec = median_seconds(cstep, device, steps, warmup)
+            res |= {f"{k}_compiled": v for k, v in _train_figures(name, frames, flops, sec, peak).items()}
+        return res
 
     # tokenizer training
     tc = cfg.tok_train
     B, T = tc.batch or cfg.data.batch, tc.seq_len or cfg.data.seq_len
     tok = Tokenizer(cfg.tokenizer, obs_shape[1], obs_shape[0]).to(device)
     opt = make_optimizer(tok, tc)
-    batch = synthetic_batch(B, T, obs_shape, A, device)
-    step = _train_step(maybe_compile(tok), opt, lambda: batch, bf16, device)
-    step()  # compile / warm caches before counting
-    flops = count_flops(step)
-    sec = median_seconds(step, device, steps, warmup)
-    out |= _train_figures("tokenizer", B * T, flops, sec, peak)
+    out |= measure("tokenizer", tok, opt, synthetic_batch(B, T, obs_shape, A, device), B * T)
 
     # dynamics training (latents of the tokenizer, encoded once: the step itself is what is timed)
     tok.eval()
@@ -140,11 +149,7 @@ def run_bench(
     dyn = Dynamics(cfg.dynamics, tok.cfg.latents, tok.cfg.bottleneck, bins).to(device)
     opt = make_optimizer(dyn, dc)
     dbatch = encode_batch(tok, synthetic_batch(B, T, obs_shape, A, device, 1), bf16, device)
-    step = _train_step(maybe_compile(dyn), opt, lambda: dbatch, bf16, device)
-    step()
-    flops = count_flops(step)
-    sec = median_seconds(step, device, steps, warmup)
-    out |= _train_figures("dynamics", B * T, flops, sec, peak)
+    out |= measure("dynamics", dyn, opt, dbatch, B * T)
 
     # imagination: rollouts in the world model with agent tokens, then the RL loss step
     from .imagine import rl_losses
@@ -241,9 +246,13 @@ ROWS = [
     ("tokenizer training", "tokenizer_train_frames_per_s", "frames/s"),
     ("  model FLOP/s", "tokenizer_train_tflops", "TFLOP/s"),
     ("  utilisation", "tokenizer_utilisation", "of matmul"),
+    ("  compiled", "tokenizer_train_frames_per_s_compiled", "frames/s"),
+    ("  compiled utilisation", "tokenizer_utilisation_compiled", "of matmul"),
     ("dynamics training", "dynamics_train_frames_per_s", "frames/s"),
     ("  model FLOP/s", "dynamics_train_tflops", "TFLOP/s"),
     ("  utilisation", "dynamics_utilisation", "of matmul"),
+    ("  compiled", "dynamics_train_frames_per_s_compiled", "frames/s"),
+    ("  compiled utilisation", "dynamics_utilisation_compiled", "of matmul"),
     ("imagination rollouts", "imagination_frames_per_s", "frames/s"),
     ("dream, context 16", "dream_fps_ctx16", "frames/s"),
     ("dream, context 64", "dream_fps_ctx64", "frames/s"),

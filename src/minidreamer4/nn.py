@@ -43,6 +43,47 @@ def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     return out.to(x.dtype)
 
 
+def kv_cache_append(
+    cache: dict, k: Tensor, v: Tensor, window: int | None, commit: bool
+) -> tuple[Tensor, Tensor, int]:
+    """Adds new keys / values (B, Hkv, L, hd) after the cached ones and returns (keys, values, past): views
+    of cached + new positions, and how many were cached. The cache is a preallocated buffer: the new chunk is
+    written in place after the kept positions, so neither the K denoising steps of a frame (commit=False:
+    the chunk is overwritten next call) nor committing a frame copies the cache. Only when the buffer is
+    full are the kept positions (at most `window`) moved to the front, once every ~window frames.
+    Under autograd (a cache used while training) it falls back to concatenation, which autograd can track."""
+    if torch.is_grad_enabled() and (k.requires_grad or v.requires_grad):
+        past = cache["k"].shape[2] if "k" in cache else 0
+        if past:
+            k, v = torch.cat([cache["k"], k], 2), torch.cat([cache["v"], v], 2)
+        if commit:
+            keep = k.shape[2] if window is None else min(window, k.shape[2])
+            cache["k"], cache["v"] = k[:, :, -keep:], v[:, :, -keep:]
+        return k, v, past
+    B, H, L, d = k.shape
+    if "buf_k" not in cache:
+        cap = (2 * window if window else 64) + L
+        cache.update(buf_k=k.new_empty(B, H, cap, d), buf_v=v.new_empty(B, H, cap, d), lo=0, hi=0)
+    lo, hi, cap = cache["lo"], cache["hi"], cache["buf_k"].shape[2]
+    if hi + L > cap:  # full: the kept positions move to the front of a (possibly larger) buffer
+        n = hi - lo
+        cap = max(cap, 2 * n + L)
+        for name, new in (("buf_k", k), ("buf_v", v)):
+            buf = new.new_empty(B, H, cap, d)
+            buf[:, :, :n] = cache[name][:, :, lo:hi]
+            cache[name] = buf
+        lo, hi = 0, n
+    cache["buf_k"][:, :, hi : hi + L] = k
+    cache["buf_v"][:, :, hi : hi + L] = v
+    keys, values = cache["buf_k"][:, :, lo : hi + L], cache["buf_v"][:, :, lo : hi + L]
+    past = hi - lo
+    if commit:
+        hi += L
+        lo = lo if window is None else max(lo, hi - window)
+    cache["lo"], cache["hi"] = lo, hi
+    return keys, values, past
+
+
 class Attention(nn.Module):
     """Multi-head attention with grouped-query K/V heads, QK-norm and optional RoPE.
 
@@ -85,12 +126,7 @@ class Attention(nn.Module):
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         past = 0
         if cache is not None:
-            if "k" in cache:
-                past = cache["k"].shape[2]
-                k, v = torch.cat([cache["k"], k], dim=2), torch.cat([cache["v"], v], dim=2)
-            if commit:
-                keep = k.shape[2] if window is None else min(window, k.shape[2])
-                cache["k"], cache["v"] = k[:, :, -keep:], v[:, :, -keep:]
+            k, v, past = kv_cache_append(cache, k, v, window, commit)
         if causal and past > 0:
             if L == 1:
                 causal = False  # one new query sees every cached key: no mask needed

@@ -17,7 +17,6 @@ estimate of itself. The perceptual term is SSIM, defined here, because LPIPS nee
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
