@@ -267,7 +267,7 @@ class Dynamics(nn.Module):
         z: Tensor,
         act: Tensor,
         has_act: Tensor,
-        cache: dict,
+        cache: dict | None,
         window: int | None = None,
         noise: float | None = None,
         task: Tensor | None = None,
@@ -275,7 +275,8 @@ class Dynamics(nn.Module):
     ) -> Tensor | None:
         """Appends real (or generated) frames z (B, T, N_l, d_b) to the cache as context, re-noised:
         (1 - noise) z + noise eps, fed at the level just below clean (METHOD.md 2, sampling).
-        With return_agent: the agent outputs h (B, T, D) of these frames (what the policy acts on)."""
+        With return_agent: the agent outputs h (B, T, D) of these frames (what the policy acts on).
+        cache=None: one causal pass over the frames, nothing kept (finetuning the heads, with gradients)."""
         noise = self.cfg.context_noise if noise is None else noise
         zp = self.pack(z.float())
         zp = (1 - noise) * zp + noise * torch.randn_like(zp)

@@ -60,13 +60,16 @@ class _Pair(torch.nn.Module):
         self.dyn, self.heads = dyn, heads
 
     def forward(self, b: dict) -> tuple[torch.Tensor, dict]:
-        """b: an encoded batch (encode_batch). Dynamics loss (METHOD.md 2) + BC, reward and continuation."""
-        dyn_loss, m, h = self.dyn(b, return_agent=True)
-        n = self.dyn.n_single(*b["z"].shape[:2])  # single-frame rows carry no actions to clone
-        act_idx = act_to_idx(b["act"][n:], self.dyn)
-        agent_loss, am = bc_reward_losses(
-            self.heads, h, act_idx, b["has_act"][n:], b["rew"][n:], b["term"][n:]
-        )
+        """b: an encoded batch (encode_batch). Dynamics loss (METHOD.md 2) + BC, reward and continuation
+        (METHOD.md 3, phase 2); both passes train the whole transformer."""
+        dyn_loss, m = self.dyn(b)  # shortcut forcing on noisy frames, kept on
+        # (ours) the heads read the agent outputs of a second pass over the same frames at the context
+        # level (re-noised like add_context): exactly what they see when acting and imagining. In the
+        # noisy prediction pass a frame's own latents are often mostly noise, so the reward of arriving
+        # at it cannot be read there, and the heads would learn the marginal (measured on DotTrack).
+        h = self.dyn.add_context(b["z"], b["act"], b["has_act"], None, task=b.get("task"), return_agent=True)
+        act_idx = act_to_idx(b["act"], self.dyn)
+        agent_loss, am = bc_reward_losses(self.heads, h, act_idx, b["has_act"], b["rew"], b["term"])
         return dyn_loss + agent_loss, {**m, **am, "dyn_loss": dyn_loss.item()}
 
 
