@@ -90,3 +90,19 @@ def test_heads_and_bc_reward_losses_fall():
         first = first or loss.item()
     assert loss.item() < 0.5 * first
     assert heads.pi(h).sample().shape == (4, 6, 2)
+
+
+def test_agent_outputs_depend_on_the_frames_from_the_start():
+    """At initialisation the agent tokens' outputs must already carry what they read from the frame: the
+    heads learn from them, and a constant h gives heads that can only learn the marginal."""
+    from minidreamer4.config import DynamicsConfig
+    from minidreamer4.dynamics import Dynamics
+
+    torch.manual_seed(0)
+    cfg = DynamicsConfig(dim=64, heads=4, kv_heads=2, layers=4, spatial_tokens=4, registers=1, k_max=8)
+    dyn = Dynamics(cfg, 4, 8, (5, 5), agent_tokens=1, tasks=1).eval()
+    z = torch.rand(16, 3, 4, 8) * 2 - 1
+    act, has = torch.zeros(16, 3, 2), torch.ones(16, 3, dtype=torch.bool)
+    with torch.no_grad():
+        h = dyn.add_context(z, act, has, None, return_agent=True)  # (16, 3, 64), RMS-normalised
+    assert h.std(0).mean() > 0.3

@@ -115,6 +115,10 @@ class Dynamics(nn.Module):
         self.n_agent = agent_tokens
         if agent_tokens:
             self.task_embed = nn.Embedding(tasks, D)
+            # small like every other input embedding here: nn.Embedding's N(0, 1) init would make the agent
+            # token's residual stream its own embedding (norm ~sqrt(D)), so its output, normalised, would
+            # hardly depend on the frame it reads (measured: h varied 0.03 per unit across frames)
+            nn.init.normal_(self.task_embed.weight, std=0.02)
             self.agent_pos = param(agent_tokens, D)
             self.agent_norm = nn.RMSNorm(D, eps=1e-6)
             n = self.n_tokens + agent_tokens
