@@ -164,25 +164,17 @@ class AgentHeads(nn.Module):
 
 
 def bc_reward_losses(
-    heads: AgentHeads,
-    h: Tensor,
-    act_idx: Tensor,
-    has_act: Tensor,
-    rew: Tensor,
-    term: Tensor,
-    h_policy: Tensor | None = None,
+    heads: AgentHeads, h: Tensor, act_idx: Tensor, has_act: Tensor, rew: Tensor, term: Tensor
 ) -> tuple[Tensor, dict]:
     """Phase-2 losses on agent outputs h (B, T, D) of a real segment (METHOD.md 3, finetune):
     behaviour cloning of a_{t+n} and reward r_{t+n} for n = 0..L, plus continuation.
-    act_idx (B, T, A) bin indices of the action that LED to each frame; has_act, rew, term (B, T).
-    h_policy: what the policy heads read for BC (default h; h.detach() keeps BC out of the transformer)."""
-    h_policy = h if h_policy is None else h_policy
+    act_idx (B, T, A) bin indices of the action that LED to each frame; has_act, rew, term (B, T)."""
     B, T = h.shape[:2]
     bc, rl, n_bc, n_rl = h.new_zeros(()), h.new_zeros(()), 0, 0
     for n in range(heads.mtp + 1):
         if T - n - 1 > 0:  # action taken at frame t+n is stored with frame t+n+1
             m = has_act[:, n + 1 :].float()
-            lp = heads.pi(h_policy[:, : T - n - 1], n).log_prob(act_idx[:, n + 1 :])
+            lp = heads.pi(h[:, : T - n - 1], n).log_prob(act_idx[:, n + 1 :])
             bc = bc - (lp * m).sum() / m.sum().clamp_min(1)
             n_bc += 1
         if T - n > 0:  # reward on arriving at frame t+n

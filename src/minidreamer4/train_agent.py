@@ -55,9 +55,9 @@ def build_agent(cfg: RunConfig, tok: Tokenizer, bins: tuple[int, ...]) -> tuple[
 class _Pair(torch.nn.Module):
     """The dynamics model and its heads: one optimizer, one state dict, and forward = the phase-2 losses."""
 
-    def __init__(self, dyn: Dynamics, heads: AgentHeads, bc_into_transformer: bool = False):
+    def __init__(self, dyn: Dynamics, heads: AgentHeads):
         super().__init__()
-        self.dyn, self.heads, self.bc_into_transformer = dyn, heads, bc_into_transformer
+        self.dyn, self.heads = dyn, heads
 
     def forward(self, b: dict) -> tuple[torch.Tensor, dict]:
         """b: an encoded batch (encode_batch). Dynamics loss (METHOD.md 2) + BC, reward and continuation
@@ -69,15 +69,7 @@ class _Pair(torch.nn.Module):
         # at it cannot be read there, and the heads would learn the marginal (measured on DotTrack).
         h = self.dyn.add_context(b["z"], b["act"], b["has_act"], None, task=b.get("task"), return_agent=True)
         act_idx = act_to_idx(b["act"], self.dyn)
-        # (ours, agent.bc_into_transformer=False) behaviour cloning trains the policy heads only: the data
-        # of the first iterations is random-policy data, whose BC target is "uniform in every state", and
-        # its gradient taught the shared transformer to forget the state (measured on DotTrack: the spread
-        # of h across frames fell from 0.84 to 0.04 in 160 steps, and the reward head could only learn the
-        # mean reward). Reward, continuation and dynamics losses still train the whole transformer.
-        h_pi = h if self.bc_into_transformer else h.detach()
-        agent_loss, am = bc_reward_losses(
-            self.heads, h, act_idx, b["has_act"], b["rew"], b["term"], h_policy=h_pi
-        )
+        agent_loss, am = bc_reward_losses(self.heads, h, act_idx, b["has_act"], b["rew"], b["term"])
         return dyn_loss + agent_loss, {**m, **am, "dyn_loss": dyn_loss.item()}
 
 
@@ -103,7 +95,7 @@ def train_finetune(cfg: RunConfig, scale: int = 1, progress: bool = True) -> tup
     store = EpisodeStore(episodes_dir(cfg))
     bins = tuple(store.reference()["action_spec"]["bins"])
     dyn, heads = build_agent(cfg, tok, bins)
-    pair = _Pair(dyn, heads, cfg.agent.bc_into_transformer).to(device)
+    pair = _Pair(dyn, heads).to(device)
     phase1 = load_checkpoint(run / "checkpoints" / "dynamics.pt", device)["model"]
     missing, unexpected = dyn.load_state_dict(phase1, strict=False)
     assert not unexpected and all(k.startswith(("task_embed", "agent_")) for k in missing), (
