@@ -66,7 +66,7 @@ class _Pair(torch.nn.Module):
         # (ours) the heads read the agent outputs of a second pass over the same frames at the context
         # level (re-noised like add_context): exactly what they see when acting and imagining. In the
         # noisy prediction pass a frame's own latents are often mostly noise, so the reward of arriving
-        # at it cannot be read there, and the heads would learn the marginal (measured on DotTrack).
+        # at it cannot be read there, and the heads would train on inputs they never see when acting.
         h = self.dyn.add_context(b["z"], b["act"], b["has_act"], None, task=b.get("task"), return_agent=True)
         act_idx = act_to_idx(b["act"], self.dyn)
         agent_loss, am = bc_reward_losses(self.heads, h, act_idx, b["has_act"], b["rew"], b["term"])
