@@ -1,0 +1,89 @@
+"""Do the agent tokens' outputs h keep what they read from the frame while the heads train? A diagnostic for
+why the agent does not learn yet (README). Prints one JSON line.
+
+    python benchmarks/bench_agent_outputs.py --run runs/dot_c --steps 60
+
+From a run's tokenizer and phase-1 dynamics checkpoints, with fresh agent tokens and heads, it trains for
+--steps steps on the run's episodes in four ways and reports the spread of h across 32 held-out frames
+(std over the batch, averaged over units; h is RMS-normalised, so a unit's RMS is 1) every 20 steps, and the
+correlation of the predicted reward with the real one on those frames at the end:
+  frozen        reward + continuation heads on h.detach(): nothing flows into the transformer
+  reward        the reward loss flows into the transformer (lr 3e-4, the cpu preset's finetune lr)
+  continuation  the continuation loss flows into the transformer
+  reward_lowlr  as `reward`, with the transformer at lr 3e-5
+"""
+
+import argparse
+import json
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from minidreamer4.agent import twohot_loss
+from minidreamer4.config import RunConfig, from_dict
+from minidreamer4.data import EpisodeStore, SegmentSampler
+from minidreamer4.run import load_checkpoint
+from minidreamer4.train import encode_batch, load_tokenizer, to_device
+from minidreamer4.train_agent import build_agent
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--run", default="runs/dot_c")
+    ap.add_argument("--steps", type=int, default=60)
+    a = ap.parse_args()
+    cfg = from_dict(RunConfig, json.loads(open(f"{a.run}/config.json").read()))
+    cfg.runs_dir, cfg.name = (
+        str(__import__("pathlib").Path(a.run).parent),
+        __import__("pathlib").Path(a.run).name,
+    )
+    dev = torch.device("cpu")
+    tok = load_tokenizer(cfg)
+    store = EpisodeStore(f"{a.run}/episodes")
+    bins = tuple(store.reference()["action_spec"]["bins"])
+    held = encode_batch(
+        tok, to_device(SegmentSampler(store, 10, 32, "eval", 10, seed=0).sample(), dev), False, dev
+    )
+    phase1 = load_checkpoint(f"{a.run}/checkpoints/dynamics.pt")["model"]
+
+    def agent_out(dyn, b):
+        return dyn.add_context(b["z"], b["act"], b["has_act"], None, return_agent=True)
+
+    out = {"bench": "agent_outputs", "run": a.run, "steps": a.steps}
+    for mode in ("frozen", "reward", "continuation", "reward_lowlr"):
+        torch.manual_seed(0)
+        dyn, heads = build_agent(cfg, tok, bins)
+        dyn.load_state_dict(phase1, strict=False)
+        lr_dyn = 3e-5 if mode == "reward_lowlr" else 3e-4
+        opt = torch.optim.AdamW(
+            [{"params": dyn.parameters(), "lr": lr_dyn}, {"params": heads.parameters(), "lr": 3e-4}],
+            betas=(0.9, 0.95),
+        )
+        train = SegmentSampler(store, 10, 8, "train", 10, seed=1)
+        spread = []
+        for step in range(a.steps + 1):
+            if step % 20 == 0:
+                with torch.no_grad():
+                    spread.append(round(agent_out(dyn, held).std(0).mean().item(), 3))
+            if step == a.steps:
+                break
+            b = encode_batch(tok, to_device(train.sample(), dev), False, dev)
+            h = agent_out(dyn, b)
+            h_rew = h if mode.startswith("reward") else h.detach()
+            h_cont = h if mode == "continuation" else h.detach()
+            loss = twohot_loss(heads.reward[0](h_rew), b["rew"], heads.bins).mean()
+            loss = loss + F.binary_cross_entropy_with_logits(heads.cont(h_cont)[..., 0], (~b["term"]).float())
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            r = heads.reward_mean(agent_out(dyn, held))
+        m = held["has_act"]
+        corr = float(np.corrcoef(r[m].numpy(), held["rew"][m].numpy())[0, 1])
+        out[mode] = {"h_spread_every_20_steps": spread, "reward_corr": round(corr, 3)}
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
