@@ -117,65 +117,36 @@ def collect(
     """Runs `episodes` episodes and appends each to the store as soon as it ends. Returns summary stats.
     In a multi-agent env every agent's stream is its own episode in the store (`agent` in its metadata),
     and `policy` is "random" or one policy per agent."""
-    if isinstance(env, MultiPixelEnv):
-        return _collect_multi(env, store, episodes, policy, seed, progress, policy_name)
-    returns, steps, t0 = [], 0, time.perf_counter()
-    bar = tqdm(
-        total=episodes, desc=f"collect {env.env_id}", unit="ep", disable=not progress, dynamic_ncols=True
-    )
-    for _ in range(episodes):
-        idx = store.indices()
-        i = idx[-1] + 1 if idx else 0  # the index store.add will give this episode
-        ep_seed = seed * 1_000_003 + i
-        pol = random_policy(env, np.random.default_rng([seed, i])) if policy == "random" else policy
-        ep = run_episode(env, pol, ep_seed)
-        ret = float(ep["rew"].sum())
-        name = policy if isinstance(policy, str) else (policy_name or "agent")
-        store.add(ep, episode_meta(env, ep_seed, name, {"return": ret}))
-        returns.append(ret)
-        steps += len(ep["act"])
-        bar.update(1)
-        bar.set_postfix(steps_per_s=f"{steps / (time.perf_counter() - t0):.0f}", ret=f"{ret:.1f}")
-    bar.close()
-    dt = time.perf_counter() - t0
-    return {
-        "episodes": episodes,
-        "steps": steps,
-        "seconds": dt,
-        "steps_per_s": steps / max(dt, 1e-9),
-        "mean_return": float(np.mean(returns)) if returns else float("nan"),
-        "std_return": float(np.std(returns)) if returns else float("nan"),
-    }
-
-
-def _collect_multi(env, store, episodes, policy, seed, progress, policy_name) -> dict:
-    returns, steps, t0 = [], 0, time.perf_counter()
+    multi = isinstance(env, MultiPixelEnv)
     name = policy if isinstance(policy, str) else (policy_name or "agent")
+    returns, steps, t0 = [], 0, time.perf_counter()
     bar = tqdm(
         total=episodes, desc=f"collect {env.env_id}", unit="ep", disable=not progress, dynamic_ncols=True
     )
     for e in range(episodes):
         idx = store.indices()
-        i = idx[-1] + 1 if idx else 0
+        i = idx[-1] + 1 if idx else 0  # the index store.add will give this (first) episode
         ep_seed = seed * 1_000_003 + i
-        if policy == "random":
-            pols = [random_policy(env, np.random.default_rng([seed, i, k])) for k in range(env.num_agents)]
+        if multi:
+            n = env.num_agents
+            pols = [random_policy(env, np.random.default_rng([seed, i, k])) for k in range(n)]
+            eps = run_multi_episode(env, pols if policy == "random" else policy, ep_seed)
+            metas = [{"agent": k, "num_agents": n, "race": e} for k in range(n)]
         else:
-            pols = policy
-        eps = run_multi_episode(env, pols, ep_seed)
-        for k, ep in enumerate(eps):
+            pol = random_policy(env, np.random.default_rng([seed, i])) if policy == "random" else policy
+            eps, metas = [run_episode(env, pol, ep_seed)], [{}]
+        for ep, extra in zip(eps, metas):
             ret = float(ep["rew"].sum())
-            meta = {"return": ret, "agent": k, "num_agents": env.num_agents, "race": e}
-            store.add(ep, episode_meta(env, ep_seed, name, meta))
+            store.add(ep, episode_meta(env, ep_seed, name, {"return": ret, **extra}))
             returns.append(ret)
             steps += len(ep["act"])
         bar.update(1)
-        bar.set_postfix(agent_steps_per_s=f"{steps / (time.perf_counter() - t0):.0f}")
+        bar.set_postfix(steps_per_s=f"{steps / (time.perf_counter() - t0):.0f}", ret=f"{returns[-1]:.1f}")
     bar.close()
     dt = time.perf_counter() - t0
     return {
-        "episodes": episodes * env.num_agents,
-        "races": episodes,
+        "episodes": len(returns),
+        **({"races": episodes} if multi else {}),
         "steps": steps,
         "seconds": dt,
         "steps_per_s": steps / max(dt, 1e-9),
