@@ -87,6 +87,7 @@ class AgentConfig:
     lam: float = 0.95
     alpha: float = 0.5  # PMPO weight of the positive set
     beta: float = 0.3  # PMPO weight of the KL to the prior
+    ft_transformer_lr_scale: float = 0.1  # (ours) finetune lr of the transformer relative to the heads
     value_warmup: int = 20  # (ours) imagination steps that train the value alone before the policy moves
     eval_episodes: int = 10  # real-env evaluation episodes (fixed seeds)
     collect_episodes: int = 5  # episodes the policy adds to the store each loop iteration

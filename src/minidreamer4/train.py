@@ -57,20 +57,25 @@ def budget_used(step: int, elapsed_s: float, tcfg: TrainConfig) -> float:
     return frac
 
 
-def make_optimizer(model: torch.nn.Module, tcfg: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW; weight decay on matrices only (not on norms, biases, embeddings' single vectors)."""
-    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
-    other = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
-    groups = [{"params": decay, "weight_decay": tcfg.weight_decay}, {"params": other, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=tcfg.lr, betas=(0.9, 0.95))
+def make_optimizer(model: torch.nn.Module, tcfg: TrainConfig, lr_scale=None) -> torch.optim.Optimizer:
+    """AdamW; weight decay on matrices only (not on norms, biases, embeddings' single vectors).
+    lr_scale(name) -> factor on the stage's learning rate for that parameter (default 1 everywhere)."""
+    groups: dict = {}
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            key = (p.ndim < 2, 1.0 if lr_scale is None else lr_scale(name))  # decayed groups first
+            wd = tcfg.weight_decay if p.ndim >= 2 else 0.0
+            groups.setdefault(key, {"params": [], "weight_decay": wd, "lr_scale": key[1]})["params"].append(p)
+    return torch.optim.AdamW([groups[k] for k in sorted(groups)], lr=tcfg.lr, betas=(0.9, 0.95))
 
 
 def optimizer_step(
     opt: torch.optim.Optimizer, loss: torch.Tensor, params, tc: TrainConfig, step: int, elapsed_s: float
 ) -> float:
     """Learning rate from the schedule, backward, gradient clipping, step. Returns the unclipped grad norm."""
+    lr = lr_at(step, tc.lr, tc.warmup, budget_used(step, elapsed_s, tc))
     for g in opt.param_groups:
-        g["lr"] = lr_at(step, tc.lr, tc.warmup, budget_used(step, elapsed_s, tc))
+        g["lr"] = lr * g.get("lr_scale", 1.0)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     norm = torch.nn.utils.clip_grad_norm_(params, tc.grad_clip).item()

@@ -103,7 +103,11 @@ def train_finetune(cfg: RunConfig, scale: int = 1, progress: bool = True) -> tup
         unexpected,
     )
     tc = scaled(cfg.ft_train, scale)
-    opt = make_optimizer(pair, tc)
+    # (ours) the transformer learns slower than the new heads: at the full rate the reward and continuation
+    # losses collapsed the agent tokens' outputs to a constant within ~20 steps (benchmarks/
+    # bench_agent_outputs.py: spread across frames 0.84 -> 0.01 at lr 3e-4, 0.25 after 60 steps at 3e-5)
+    scale = cfg.agent.ft_transformer_lr_scale
+    opt = make_optimizer(pair, tc, lr_scale=lambda name: scale if name.startswith("dyn.") else 1.0)
     seq_len = max(cfg.data.seq_len, cfg.agent.mtp + 2)  # room for the multi-token targets
     train_s, held = samplers(cfg, store, seq_len, cfg.data.batch)
     state = StageState(run / "checkpoints" / "finetune.pt", cfg, {"model": pair}, opt, train_s)
