@@ -11,10 +11,15 @@ correlation of the predicted reward with the real one on those frames at the end
   reward        the reward loss flows into the transformer (lr 3e-4, the cpu preset's finetune lr)
   continuation  the continuation loss flows into the transformer
   reward_lowlr  as `reward`, with the transformer at lr 3e-5
+and, when the run has finished finetuning (checkpoints/finetune.pt), the same figures for its agent:
+  finetuned     spread of h, spread of the predicted reward next to the real one's, and their correlation
+
+    python benchmarks/bench_agent_outputs.py --run runs/dot_e --modes finetuned
 """
 
 import argparse
 import json
+import os
 
 import numpy as np
 import torch
@@ -25,13 +30,14 @@ from minidreamer4.config import RunConfig, from_dict
 from minidreamer4.data import EpisodeStore, SegmentSampler
 from minidreamer4.run import load_checkpoint
 from minidreamer4.train import encode_batch, load_tokenizer, to_device
-from minidreamer4.train_agent import build_agent
+from minidreamer4.train_agent import build_agent, load_agent
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--run", default="runs/dot_c")
     ap.add_argument("--steps", type=int, default=60)
+    ap.add_argument("--modes", default="frozen,reward,continuation,reward_lowlr,finetuned")
     a = ap.parse_args()
     cfg = from_dict(RunConfig, json.loads(open(f"{a.run}/config.json").read()))
     cfg.runs_dir, cfg.name = (
@@ -51,7 +57,20 @@ def main() -> None:
         return dyn.add_context(b["z"], b["act"], b["has_act"], None, return_agent=True)
 
     out = {"bench": "agent_outputs", "run": a.run, "steps": a.steps}
-    for mode in ("frozen", "reward", "continuation", "reward_lowlr"):
+    modes = a.modes.split(",")
+    if "finetuned" in modes and os.path.exists(f"{a.run}/checkpoints/finetune.pt"):
+        _, dyn, heads = load_agent(cfg, dev, policy="bc")
+        with torch.no_grad():
+            h = agent_out(dyn, held)
+            r = heads.reward_mean(h)
+        m = held["has_act"]
+        out["finetuned"] = {
+            "h_spread": round(h.std(0).mean().item(), 3),
+            "reward_pred_std": round(r[m].std().item(), 5),
+            "reward_true_std": round(held["rew"][m].std().item(), 5),
+            "reward_corr": round(float(np.corrcoef(r[m].numpy(), held["rew"][m].numpy())[0, 1]), 3),
+        }
+    for mode in [m for m in modes if m != "finetuned"]:
         torch.manual_seed(0)
         dyn, heads = build_agent(cfg, tok, bins)
         dyn.load_state_dict(phase1, strict=False)
