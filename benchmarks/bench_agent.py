@@ -10,19 +10,9 @@ Any config field can be set with --set key=value (repeatable); the run folder is
 import argparse
 import json
 
-from minidreamer4.config import preset, replace
+from minidreamer4.config import parse_overrides, preset, replace
 from minidreamer4.pipeline import train_loop
 from minidreamer4.run import run_dir
-
-
-def parse_value(v: str):
-    for cast in (int, float):
-        try:
-            return cast(v)
-        except ValueError:
-            pass
-    return {"true": True, "false": False}.get(v.lower(), v)
-
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
@@ -32,7 +22,7 @@ if __name__ == "__main__":
     ap.add_argument("--set", action="append", default=[], help="key=value config override")
     a = ap.parse_args()
     overrides = {"env.id": a.env, "agent.eval_episodes": 10}
-    overrides.update({k: parse_value(v) for k, v in (s.split("=", 1) for s in a.set)})
+    overrides.update(parse_overrides(a.set))
     cfg = replace(preset(a.preset), name=a.name, **overrides)
     summary = train_loop(cfg, progress=False)
     d = run_dir(cfg)

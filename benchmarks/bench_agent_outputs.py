@@ -11,6 +11,9 @@ correlation of the predicted reward with the real one on those frames at the end
   reward        the reward loss flows into the transformer (lr 3e-4, the cpu preset's finetune lr)
   continuation  the continuation loss flows into the transformer
   reward_lowlr  as `reward`, with the transformer at lr 3e-5
+  probe         no training of the transformer: h of 200 train segments (32 frames) from the phase-1
+                weights with fresh agent tokens, and a least-squares linear probe from h to the reward,
+                scored by its correlation on 64 held-out segments (does h carry the reward at all?)
 and, when the run has finished finetuning (checkpoints/finetune.pt), the same figures for its agent:
   finetuned     spread of h, spread of the predicted reward next to the real one's, and their correlation
 
@@ -70,7 +73,32 @@ def main() -> None:
             "reward_true_std": round(held["rew"][m].std().item(), 5),
             "reward_corr": round(float(np.corrcoef(r[m].numpy(), held["rew"][m].numpy())[0, 1]), 3),
         }
-    for mode in [m for m in modes if m != "finetuned"]:
+    if "probe" in modes:
+        torch.manual_seed(0)
+        dyn, _ = build_agent(cfg, tok, bins)
+        dyn.load_state_dict(phase1, strict=False)
+
+        def collect(sampler, n):
+            hs, rs = [], []
+            with torch.no_grad():
+                for _ in range(n):
+                    b = encode_batch(tok, to_device(sampler.sample(), dev), False, dev)
+                    m = b["has_act"]
+                    hs.append(agent_out(dyn, b)[m])
+                    rs.append(b["rew"][m])
+            h = torch.cat(hs)
+            return torch.cat([h, torch.ones(len(h), 1)], 1), torch.cat(rs)
+
+        x, y = collect(SegmentSampler(store, 32, 8, "train", 10, seed=1), 25)
+        xt, yt = collect(SegmentSampler(store, 32, 8, "eval", 10, seed=0), 8)
+        w = torch.linalg.lstsq(x, y[:, None]).solution
+        corr = float(np.corrcoef((xt @ w)[:, 0].numpy(), yt.numpy())[0, 1])
+        out["probe"] = {
+            "train_frames": len(x),
+            "heldout_frames": len(xt),
+            "linear_probe_reward_corr": round(corr, 3),
+        }
+    for mode in [m for m in modes if m not in ("finetuned", "probe")]:
         torch.manual_seed(0)
         dyn, heads = build_agent(cfg, tok, bins)
         dyn.load_state_dict(phase1, strict=False)

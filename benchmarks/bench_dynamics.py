@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from minidreamer4.config import preset, replace
+from minidreamer4.config import parse_overrides, preset, replace
 from minidreamer4.data import EpisodeStore, SegmentSampler
 from minidreamer4.run import run_dir
 from minidreamer4.train import (
@@ -73,6 +73,7 @@ if __name__ == "__main__":
     ap.add_argument("--run", default="", help="a finished run: report its logged quality, do not train")
     ap.add_argument("--data", default="data/carracing64")
     ap.add_argument("--minutes", type=float, default=15.0)
+    ap.add_argument("--set", action="append", default=[], help="key=value config override (repeatable)")
     ap.add_argument("--name", default="bench_dynamics")
     a = ap.parse_args()
     if a.run:
@@ -93,6 +94,7 @@ if __name__ == "__main__":
                 "dyn_train.steps": 10**9,
                 "dyn_train.eval_every": 100,
                 "dyn_train.ckpt_every": 200,
+                **parse_overrides(a.set),
             },
         )
         data = a.data

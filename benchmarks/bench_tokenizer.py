@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from minidreamer4.config import preset, replace
+from minidreamer4.config import parse_overrides, preset, replace
 from minidreamer4.data import SegmentSampler
 from minidreamer4.pipeline import ensure_episodes
 from minidreamer4.run import run_dir
@@ -52,6 +52,7 @@ if __name__ == "__main__":
     ap.add_argument("--preset", default="cpu")
     ap.add_argument("--data", default="data/carracing64")
     ap.add_argument("--minutes", type=float, default=20.0)
+    ap.add_argument("--set", action="append", default=[], help="key=value config override (repeatable)")
     ap.add_argument("--name", default="bench_tokenizer")
     a = ap.parse_args()
     cfg = preset(a.preset)
@@ -66,6 +67,7 @@ if __name__ == "__main__":
             "tok_train.steps": 10**9,
             "tok_train.eval_every": 50,
             "tok_train.ckpt_every": 200,
+            **parse_overrides(a.set),
         },
     )
     store = ensure_episodes(cfg)

@@ -106,3 +106,90 @@ def test_agent_outputs_depend_on_the_frames_from_the_start():
     with torch.no_grad():
         h = dyn.add_context(z, act, has, None, return_agent=True)  # (16, 3, 64), RMS-normalised
     assert h.std(0).mean() > 0.3
+
+
+def test_value_only_rl_update_leaves_the_policy_alone():
+    """The value warm-up and the extra value fits per rollout must not move the policy: its gradients stay
+    None, so Adam (whose momentum would otherwise keep moving it) skips it."""
+    import copy
+
+    from minidreamer4.imagine import rl_losses
+
+    torch.manual_seed(0)
+    heads = AgentHeads(16, (3, 5), mtp=1, hidden=32)
+    prior = copy.deepcopy(heads)
+    B, H = 4, 5
+    roll = {
+        "h": torch.randn(B, H + 1, 16),
+        "act_idx": torch.stack([torch.randint(0, 3, (B, H)), torch.randint(0, 5, (B, H))], -1),
+        "rew": torch.randn(B, H),
+        "cont": torch.ones(B, H),
+    }
+    opt = torch.optim.AdamW([*heads.policy.parameters(), *heads.value.parameters()], lr=1e-2)
+    loss, _ = rl_losses(heads, prior, roll, 0.997, 0.95, 0.5, 0.3, policy_weight=1.0)
+    loss.backward()
+    opt.step()  # the policy now has Adam momentum
+    before = [p.detach().clone() for p in heads.policy.parameters()]
+    for _ in range(3):
+        opt.zero_grad(set_to_none=True)
+        vloss, _ = rl_losses(heads, prior, roll, 0.997, 0.95, 0.5, 0.3, policy_weight=0.0)
+        vloss.backward()
+        assert all(p.grad is None for p in heads.policy.parameters())
+        opt.step()
+    assert all(torch.equal(a, b) for a, b in zip(before, heads.policy.parameters()))
+
+
+def test_finetune_head_only_update_reuses_the_last_pass():
+    """The extra head updates of the finetune stage (AgentConfig.head_updates) see exactly the agent outputs
+    of the last full pass and move nothing but the heads."""
+    from minidreamer4.config import DynamicsConfig
+    from minidreamer4.dynamics import Dynamics
+    from minidreamer4.train_agent import _Pair
+
+    torch.manual_seed(0)
+    cfg = DynamicsConfig(dim=32, heads=2, kv_heads=1, layers=2, spatial_tokens=4, registers=1, k_max=8)
+    dyn = Dynamics(cfg, 4, 8, (5, 5), agent_tokens=1, tasks=1)
+    pair = _Pair(dyn, AgentHeads(32, (5, 5), mtp=2, hidden=16))
+    B, T = 3, 5
+    b = {
+        "z": torch.rand(B, T, 4, 8) * 2 - 1,
+        "act": torch.rand(B, T, 2) * 2 - 1,
+        "has_act": torch.ones(B, T, dtype=torch.bool),
+        "rew": torch.randn(B, T),
+        "term": torch.zeros(B, T, dtype=torch.bool),
+    }
+    _, m = pair(b)
+    hloss, hm = pair(b, heads_only=True)
+    for k in ("bc_loss", "reward_loss", "cont_loss"):
+        assert abs(hm[k] - m[k]) < 1e-5, k
+    hloss.backward()
+    assert all(p.grad is None for p in dyn.parameters())
+    assert all(p.grad is not None for p in pair.heads.reward.parameters())
+
+
+def test_rl_losses_learn_a_contextual_bandit():
+    """PMPO + value regression, as the imagination stage calls them, on a one-step problem: the reward is 1
+    when the action's first bin matches the sign of h[0], else 0. The policy must learn the rule."""
+    import copy
+
+    from minidreamer4.imagine import advantages, rl_losses
+
+    torch.manual_seed(0)
+    heads = AgentHeads(8, (2,), mtp=0, hidden=32)
+    prior = copy.deepcopy(heads)
+    opt = torch.optim.AdamW([*heads.policy.parameters(), *heads.value.parameters()], lr=3e-3)
+    for _ in range(150):
+        h = torch.randn(64, 2, 8)
+        with torch.no_grad():
+            idx = heads.pi(h[:, 0]).sample()  # (64, 1)
+        good = (idx[:, 0] == (h[:, 0, 0] > 0).long()).float()
+        roll = {"h": h, "act_idx": idx[:, None], "rew": good[:, None], "cont": torch.zeros(64, 1)}
+        roll["adv"] = advantages(heads, roll, 0.997, 0.95)
+        loss, m = rl_losses(heads, prior, roll, 0.997, 0.95, 0.5, 0.3)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    h = torch.randn(512, 8)
+    with torch.no_grad():
+        right = (heads.pi(h).mode()[:, 0] == (h[:, 0] > 0).long()).float().mean()
+    assert right > 0.9, right

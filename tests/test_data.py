@@ -130,3 +130,26 @@ def test_same_seed_same_data(tmp_path):
         for k in ea:
             assert np.array_equal(ea[k], eb[k]), k
     assert not np.array_equal(a[0]["act"], c[0]["act"])
+
+
+def test_random_policy_hold():
+    from minidreamer4.collect import random_policy
+
+    env = make_env("DotTrack-v0", size=16, max_steps=20)
+    obs = env.reset(seed=0)
+
+    def runs(hold):
+        pol = random_policy(env, np.random.default_rng(0), hold)
+        acts = [pol(obs) for _ in range(200)]
+        lengths, n = [], 1
+        for a, b in zip(acts, acts[1:]):
+            if np.array_equal(a, b):
+                n += 1
+            else:
+                lengths.append(n)
+                n = 1
+        return lengths
+
+    assert set(runs(1)) == {1}  # a new action every step
+    held = runs(4)
+    assert max(held) <= 4 and min(held) >= 1 and np.mean(held) > 2  # each action kept for 1..4 steps

@@ -82,11 +82,28 @@ def test_dottrack_reward_depends_on_action():
     def ret(direction):
         env = make_env("DotTrack-v0", size=16, max_steps=15)
         env.reset(seed=3)
-        x, y = env.env.pos
-        tangent = direction * np.array([-y, x]) / np.hypot(x, y)  # counter-clockwise for +1
         total = 0.0
         for _ in range(15):
+            x, y = env.env.pos
+            tangent = direction * np.array([-y, x]) / np.hypot(x, y)  # counter-clockwise for +1
             total += env.step(tangent.astype(np.float32))[1]
         return total
 
     assert ret(+1) > 0.2 > -0.2 > ret(-1)
+
+
+def test_dottrack_fixed_track_by_default_random_on_request():
+    from minidreamer4.envs.dottrack import DotTrackEnv
+
+    def background(env, seed):
+        env.reset(seed=seed)
+        return env._bg.copy(), env.pos.copy()
+
+    fixed = DotTrackEnv(size=32)
+    (bg0, p0), (bg1, p1) = background(fixed, 0), background(fixed, 1)
+    assert np.array_equal(bg0, bg1) and not np.allclose(p0, p1)  # same road, another start point
+    rand = DotTrackEnv(size=32, random_track=True)
+    assert not np.array_equal(background(rand, 0)[0], background(rand, 1)[0])
+    obs = fixed.render()
+    car = (obs[..., 0] > 200) & (obs[..., 1] < 60)
+    assert car.sum() >= 20  # the car covers enough pixels for a reconstruction loss to notice it

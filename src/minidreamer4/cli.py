@@ -35,7 +35,9 @@ def cmd_collect(args: argparse.Namespace) -> None:
     env = make_env_from_config(cfg.env)
     if args.policy != "random":
         raise SystemExit(f"unknown policy {args.policy!r}; `collect` supports: random")
-    stats = collect(env, EpisodeStore(out), args.episodes, "random", seed=cfg.seed)  # multi-agent: races
+    stats = collect(
+        env, EpisodeStore(out), args.episodes, "random", seed=cfg.seed, hold=cfg.data.random_hold
+    )  # multi-agent: races
     env.close()
     print(json.dumps({"out": out, **stats}))
 

@@ -19,15 +19,26 @@ from .envs import MultiPixelEnv, PixelEnv, bins_to_action
 Policy = Callable[[np.ndarray], np.ndarray]  # float obs (C, H, W) -> action in [-1, 1]^A
 
 
-def random_policy(env: PixelEnv, rng: np.random.Generator) -> Policy:
-    """Uniform random actions; discrete dimensions draw one of their bins uniformly."""
+def random_policy(env: PixelEnv, rng: np.random.Generator, hold: int = 1) -> Policy:
+    """Uniform random actions; discrete dimensions draw one of their bins uniformly. hold > 1 keeps each
+    drawn action for a uniform 1..hold steps: independent draws every step average out, so the data shows
+    little sustained motion, and a world model trained on it learns little of what an action does."""
     spec = env.action_spec
     bins = np.asarray(spec.bins, np.float32)
+    state = {"left": 0, "a": None}
 
-    def act(_obs: np.ndarray) -> np.ndarray:
+    def draw() -> np.ndarray:
         if spec.kind == "box":
             return rng.uniform(-1, 1, spec.dims).astype(np.float32)
         return bins_to_action(rng.integers(0, bins).astype(np.float32), bins).astype(np.float32)
+
+    def act(_obs: np.ndarray) -> np.ndarray:
+        if hold <= 1:
+            return draw()
+        if state["left"] == 0:
+            state["a"], state["left"] = draw(), int(rng.integers(1, hold + 1))
+        state["left"] -= 1
+        return state["a"]
 
     return act
 
@@ -113,10 +124,11 @@ def collect(
     seed: int = 0,
     progress: bool = True,
     policy_name: str | None = None,
+    hold: int = 1,
 ) -> dict:
     """Runs `episodes` episodes and appends each to the store as soon as it ends. Returns summary stats.
     In a multi-agent env every agent's stream is its own episode in the store (`agent` in its metadata),
-    and `policy` is "random" or one policy per agent."""
+    and `policy` is "random" or one policy per agent; `hold` is the random policy's (see random_policy)."""
     multi = isinstance(env, MultiPixelEnv)
     name = policy if isinstance(policy, str) else (policy_name or "agent")
     returns, steps, t0 = [], 0, time.perf_counter()
@@ -129,11 +141,11 @@ def collect(
         ep_seed = seed * 1_000_003 + i
         if multi:
             n = env.num_agents
-            pols = [random_policy(env, np.random.default_rng([seed, i, k])) for k in range(n)]
+            pols = [random_policy(env, np.random.default_rng([seed, i, k]), hold) for k in range(n)]
             eps = run_multi_episode(env, pols if policy == "random" else policy, ep_seed)
             metas = [{"agent": k, "num_agents": n, "race": e} for k in range(n)]
         else:
-            pol = random_policy(env, np.random.default_rng([seed, i])) if policy == "random" else policy
+            pol = random_policy(env, np.random.default_rng([seed, i]), hold) if policy == "random" else policy
             eps, metas = [run_episode(env, pol, ep_seed)], [{}]
         for ep, extra in zip(eps, metas):
             ret = float(ep["rew"].sum())

@@ -33,6 +33,9 @@ class DataConfig:
     memory_gb: float = 4.0  # episodes kept in RAM by the sampler; the oldest are dropped beyond this
     holdout_every: int = 10  # episode index % holdout_every == 0 is held out for evaluation
     collect_episodes: int = 20  # random-policy episodes to collect when the store is empty
+    random_hold: int = (
+        1  # the random policy holds each action for 1..random_hold steps (1: a new one each step)
+    )
 
 
 @dataclass
@@ -89,6 +92,13 @@ class AgentConfig:
     beta: float = 0.3  # PMPO weight of the KL to the prior
     ft_transformer_lr_scale: float = 0.1  # (ours) finetune lr of the transformer relative to the heads
     value_warmup: int = 20  # (ours) imagination steps that train the value alone before the policy moves
+    value_updates: int = (
+        32  # (ours) value-head updates per imagined rollout (the first also moves the policy)
+    )
+    value_lr_scale: float = 10.0  # (ours) value head's lr relative to the policy's in imagination training
+    adv_gate: float = 0.1  # (ours) the policy moves only when the share of A >= 0 is in [gate, 1 - gate]
+    policy_updates: int = 4  # (ours) PMPO updates per rollout, on advantages fixed before the first
+    head_updates: int = 16  # (ours) head updates per finetune batch (the first also moves the transformer)
     eval_episodes: int = 10  # real-env evaluation episodes (fixed seeds)
     collect_episodes: int = 5  # episodes the policy adds to the store each loop iteration
     iterations: int = 2  # loop iterations: dynamics -> finetune -> RL -> eval -> collect
@@ -308,3 +318,16 @@ def replace(cfg: RunConfig, **dotted: Any) -> RunConfig:
 
 def dumps(cfg: RunConfig) -> str:
     return json.dumps(to_dict(cfg), indent=2)
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """['section.field=value', ...] -> {'section.field': value}, each value cast to its field's type (the
+    benchmarks' --set flags)."""
+    types = {key: type(v) for key, _f, v in _walk(RunConfig())}
+    out = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or key not in types:
+            raise ValueError(f"--set wants section.field=value with a known field, got {item!r}")
+        out[key] = _parse_bool(raw) if types[key] is bool else types[key](raw)
+    return out

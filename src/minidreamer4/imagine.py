@@ -71,14 +71,15 @@ def rl_losses(
     policy_weight: float = 1.0,
 ) -> tuple[Tensor, dict]:
     """Value regression on lambda returns and the PMPO policy loss, on a rollout from `imagine`.
-    policy_weight = 0 trains the value alone (the warm-up: see AgentConfig.value_warmup)."""
+    policy_weight = 0 trains the value alone (the warm-up: see AgentConfig.value_warmup). roll["adv"], when
+    present, holds advantages fixed before this rollout's updates (see AgentConfig.policy_updates)."""
     h = roll["h"].detach()  # the transformer is frozen: h is data here
     H = roll["rew"].shape[1]
     cont = (roll["cont"] > 0.5).float()  # continuation flags: a predicted termination ends the return
     with torch.no_grad():
         v = heads.value_mean(h)  # (B, H+1)
         R = lambda_returns(roll["rew"], v, cont, gamma, lam)  # (B, H)
-        adv = R - v[:, :H]
+        adv = roll["adv"] if "adv" in roll else R - v[:, :H]
         # states after a predicted termination are not real states: leave them out
         alive = torch.cat([torch.ones_like(cont[:, :1]), cont[:, :-1]], 1).cumprod(1).bool()
     pi = heads.pi(h[:, :H])
@@ -98,7 +99,17 @@ def rl_losses(
         "kl_prior": kl[alive].mean().item(),
         "entropy": pi.entropy()[alive].mean().item(),
     }
+    if policy_weight == 0:  # leave the policy out of the graph: its grads stay None and Adam skips it
+        return value_loss, metrics
     return policy_weight * policy_loss + value_loss, metrics
+
+
+@torch.no_grad()
+def advantages(heads: AgentHeads, roll: dict[str, Tensor], gamma: float, lam: float) -> Tensor:
+    """A = R - v (B, H) of a rollout with the value head as it is now (METHOD.md 3)."""
+    v = heads.value_mean(roll["h"])
+    H = roll["rew"].shape[1]
+    return lambda_returns(roll["rew"], v, (roll["cont"] > 0.5).float(), gamma, lam) - v[:, :H]
 
 
 class Actor:

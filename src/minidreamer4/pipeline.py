@@ -23,7 +23,9 @@ def ensure_episodes(cfg: RunConfig) -> EpisodeStore:
     if missing > 0 and dist.is_main():
         env = make_env_from_config(cfg.env)
         per_run = getattr(env, "num_agents", 1)  # a multi-agent race stores one episode per agent
-        stats = collect(env, store, -(-missing // per_run), "random", seed=cfg.seed)
+        stats = collect(
+            env, store, -(-missing // per_run), "random", seed=cfg.seed, hold=cfg.data.random_hold
+        )
         env.close()
         print("collect:", json.dumps(stats), flush=True)
     dist.barrier()

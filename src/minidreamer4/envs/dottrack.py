@@ -1,7 +1,10 @@
 """DotTrack-v0: a tiny pixel racing env in pure numpy, so tests and quick runs need no Box2D.
 
-A red car (a dot) sits on a procedurally drawn closed road (a wobbly ring, new shape every episode) on
-green grass, seen top-down with a fixed camera. The action is a 2-D acceleration in [-1, 1]^2. Reward is
+A red car (a dot) sits on a procedurally drawn closed road (a wobbly ring: the same one every episode
+with a random start point, or a new shape every episode with random_track=True) on green grass, seen
+top-down with a fixed camera. The car's radius is a tenth of the image (at least 2.5 pixels): at 1.5
+pixels (0.7% of a 32x32 image) a 2-minute tokenizer learned to leave it out, and no model downstream could
+see where the car was. The action is a 2-D acceleration in [-1, 1]^2. Reward is
 progress along the road, counter-clockwise (10 per lap) while on the road, and -0.1 per step off it; hitting
 the arena wall ends the episode with -1. So the reward depends on the action, and a good policy must steer
 along the curve: learnable, but not by a constant action.
@@ -22,12 +25,24 @@ CAR = np.array([220, 30, 30], np.uint8)
 class DotTrackEnv(gym.Env):
     metadata = {"render_modes": ["rgb_array"], "render_fps": 30}
 
-    def __init__(self, size: int = 64, max_steps: int = 1000, render_mode: str | None = "rgb_array"):
+    def __init__(
+        self,
+        size: int = 64,
+        max_steps: int = 1000,
+        render_mode: str | None = "rgb_array",
+        random_track: bool = False,
+    ):
         self.size, self.max_steps, self.render_mode = size, max_steps, render_mode
+        self.random_track = random_track
         self.observation_space = spaces.Box(0, 255, (size, size, 3), np.uint8)
         self.action_space = spaces.Box(-1.0, 1.0, (2,), np.float32)
         self.road_width = 0.16  # half-width, in world units (the arena is [-1, 1]^2)
-        self.accel, self.drag = 0.012, 0.85
+        # per step: v <- drag v + accel a, pos <- pos + v. With drag 0 the car moves where the action points,
+        # 0.06 units (1 pixel at 32x32) at full action: the next frame cannot be predicted without the
+        # action. (With momentum, drag 0.85 and accel 0.012, a step's action moved the car 0.2 pixels and
+        # a 4-minute dynamics model learned to ignore the actions: its dreams moved the car the same way
+        # whatever the action.)
+        self.accel, self.drag = 0.06, 0.0
         # pixel centres in world coordinates, (size, size) each; y points up
         c = (np.arange(size) + 0.5) / size * 2 - 1
         self._px, self._py = np.meshgrid(c, -c)
@@ -45,15 +60,20 @@ class DotTrackEnv(gym.Env):
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
         rng = self.np_random
-        self._r0 = rng.uniform(0.55, 0.65)
-        self._amp = rng.uniform(-0.12, 0.12, size=2)
-        self._phase = rng.uniform(0, 2 * np.pi, size=2)
+        # the default track is the same every episode (only the start point varies), so the tokenizer
+        # learns the background in seconds and spends its capacity on the car; random_track=True draws
+        # a new shape each episode (a harder, generalisation version of the task)
+        shape_rng = rng if self.random_track else np.random.default_rng(1234)
+        self._r0 = shape_rng.uniform(0.55, 0.65)
+        self._amp = shape_rng.uniform(-0.12, 0.12, size=2)
+        self._phase = shape_rng.uniform(0, 2 * np.pi, size=2)
         bg = np.empty((self.size, self.size, 3), np.uint8)
         bg[:] = GRASS
         bg[self._on_road(self._px, self._py)] = ROAD
         theta0 = rng.uniform(0, 2 * np.pi)
-        line = np.abs(np.angle(np.exp(1j * (np.arctan2(self._py, self._px) - theta0)))) < 0.04
-        bg[line & self._on_road(self._px, self._py)] = LINE  # start line: lets a viewer see laps
+        line_at = theta0 if self.random_track else 0.0  # a fixed track keeps a fixed background
+        line = np.abs(np.angle(np.exp(1j * (np.arctan2(self._py, self._px) - line_at)))) < 0.04
+        bg[line & self._on_road(self._px, self._py)] = LINE  # a line across the road: lets a viewer see laps
         self._bg = bg
         r = self._radius(np.array(theta0))
         self.pos = np.array([r * np.cos(theta0), r * np.sin(theta0)])
@@ -83,7 +103,7 @@ class DotTrackEnv(gym.Env):
 
     def render(self) -> np.ndarray:
         img = self._bg.copy()
-        rad = max(1.5, self.size / 28)
+        rad = max(2.5, self.size / 10)  # big enough that a reconstruction loss cannot ignore it
         cx, cy = (self.pos[0] + 1) / 2 * self.size, (1 - self.pos[1]) / 2 * self.size  # pixel coordinates
         x0, x1 = int(max(0, cx - rad - 1)), int(min(self.size, cx + rad + 2))
         y0, y1 = int(max(0, cy - rad - 1)), int(min(self.size, cy + rad + 2))
