@@ -193,6 +193,10 @@ def _cpu() -> RunConfig:
     c.tok_train = TrainConfig(
         steps=100_000, minutes=10.0, lr=3e-4, warmup=100, eval_every=250, batch=16, seq_len=4
     )
+    # (ours) no MAE masking in minute-long CPU runs: masking (METHOD.md: p ~ U(0, 0.9), kept in the other
+    # presets) slows what a few minutes can learn. Measured in 10 minutes on CarRacing: held-out PSNR 32.1
+    # dB without vs 30.15 with; on DotTrack in 2 minutes the masked tokenizer left the small car out
+    c.tokenizer.mask_max = 0.0
     c.dyn_train = TrainConfig(steps=100_000, minutes=10.0, lr=5e-4, warmup=100, eval_every=250)
     c.ft_train = TrainConfig(steps=100_000, minutes=3.0, lr=3e-4, warmup=50, eval_every=100)
     c.rl_train = TrainConfig(steps=100_000, minutes=3.0, lr=3e-4, warmup=10, eval_every=100)

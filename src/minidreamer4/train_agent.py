@@ -233,7 +233,8 @@ def train_imagination(cfg: RunConfig, scale: int = 1, progress: bool = True) -> 
         # the advantages of this rollout, fixed before any update on it: the value fits below would otherwise
         # pull v onto these very returns and leave the later policy updates signs of noise
         roll["adv"] = advantages(heads, roll, a.gamma, a.lam)
-        pos = (roll["adv"] >= 0).float().mean().item()
+        # rank 0's share decides on every rank: under DDP all ranks must take the same number of updates
+        pos = dist.from_main((roll["adv"] >= 0).float().mean().item(), device)
         # (ours) the policy moves only while the value is calibrated on this rollout: when nearly every
         # advantage has one sign, the sign measures the value's lag (with gamma = 0.997 and mostly negative
         # rewards the value must travel to ~r / (1 - gamma)), not which actions were better
