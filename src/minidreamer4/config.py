@@ -33,9 +33,7 @@ class DataConfig:
     memory_gb: float = 4.0  # episodes kept in RAM by the sampler; the oldest are dropped beyond this
     holdout_every: int = 10  # episode index % holdout_every == 0 is held out for evaluation
     collect_episodes: int = 20  # random-policy episodes to collect when the store is empty
-    random_hold: int = (
-        1  # the random policy holds each action for 1..random_hold steps (1: a new one each step)
-    )
+    random_hold: int = 1  # the random policy keeps each action 1..random_hold steps (1: new each step)
 
 
 @dataclass
@@ -92,9 +90,7 @@ class AgentConfig:
     beta: float = 0.3  # PMPO weight of the KL to the prior
     ft_transformer_lr_scale: float = 0.1  # (ours) finetune lr of the transformer relative to the heads
     value_warmup: int = 20  # (ours) imagination steps that train the value alone before the policy moves
-    value_updates: int = (
-        32  # (ours) value-head updates per imagined rollout (the first also moves the policy)
-    )
+    value_updates: int = 32  # (ours) value-head updates per imagined rollout
     value_lr_scale: float = 10.0  # (ours) value head's lr relative to the policy's in imagination training
     adv_gate: float = 0.1  # (ours) the policy moves only when the share of A >= 0 is in [gate, 1 - gate]
     policy_updates: int = 4  # (ours) PMPO updates per rollout, on advantages fixed before the first

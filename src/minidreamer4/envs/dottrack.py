@@ -4,7 +4,7 @@ A red car (a dot) sits on a procedurally drawn closed road (a wobbly ring: the s
 with a random start point, or a new shape every episode with random_track=True) on green grass, seen
 top-down with a fixed camera. The car's radius is a tenth of the image (at least 2.5 pixels): at 1.5
 pixels (0.7% of a 32x32 image) a 2-minute tokenizer learned to leave it out, and no model downstream could
-see where the car was. The action is a 2-D acceleration in [-1, 1]^2. Reward is
+see where the car was. The action in [-1, 1]^2 pushes the car (no momentum by default). Reward is
 progress along the road, counter-clockwise (10 per lap) while on the road, and -0.1 per step off it; hitting
 the arena wall ends the episode with -1. So the reward depends on the action, and a good policy must steer
 along the curve: learnable, but not by a constant action.
@@ -38,10 +38,8 @@ class DotTrackEnv(gym.Env):
         self.action_space = spaces.Box(-1.0, 1.0, (2,), np.float32)
         self.road_width = 0.16  # half-width, in world units (the arena is [-1, 1]^2)
         # per step: v <- drag v + accel a, pos <- pos + v. With drag 0 the car moves where the action points,
-        # 0.06 units (1 pixel at 32x32) at full action: the next frame cannot be predicted without the
-        # action. (With momentum, drag 0.85 and accel 0.012, a step's action moved the car 0.2 pixels and
-        # a 4-minute dynamics model learned to ignore the actions: its dreams moved the car the same way
-        # whatever the action.)
+        # 0.06 units (1 pixel at 32x32) at full action, so the next frame cannot be predicted without the
+        # action (the earlier momentum, drag 0.85 and accel 0.012, moved the car 0.2 pixels per action)
         self.accel, self.drag = 0.06, 0.0
         # pixel centres in world coordinates, (size, size) each; y points up
         c = (np.arange(size) + 0.5) / size * 2 - 1
