@@ -120,29 +120,27 @@ def train_finetune(cfg: RunConfig, scale: int = 1, progress: bool = True) -> tup
     if state.resume(device):
         print(f"finetune: resuming from step {state.step}", flush=True)
     logger = Logger(run, cfg, cfg.wandb)
-    eval_batch = to_device(held.sample(), device)
+    eval_batch = encode_batch(tok, to_device(held.sample(), device), bf16, device)  # encoded once
 
     train_pair = train_module(pair, cfg, device)
 
-    def losses(batch: dict, module: torch.nn.Module) -> tuple[torch.Tensor, dict]:
-        b = encode_batch(tok, batch, bf16, device)
+    def losses(b: dict, module: torch.nn.Module, heads_only: bool = False) -> tuple[torch.Tensor, dict]:
+        """b: an encoded batch."""
         with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
-            return module(b)
+            return module(b, heads_only=heads_only)
 
     bar = BudgetBar("finetune", tc, progress and dist.is_main())
     window = []
     while not state.done(tc):
         t0 = time.perf_counter()
         batch = encode_batch(tok, to_device(train_s.sample(), device), bf16, device)
-        with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
-            loss, metrics = train_pair(batch)
+        loss, metrics = losses(batch, train_pair)
         metrics["grad_norm"] = optimizer_step(opt, loss, pair.parameters(), tc, state.step, state.elapsed)
         # (ours) more updates of the heads alone on the same agent outputs: a full step costs two passes of
         # the transformer, a head update ~1% of one; in a few minutes the reward head otherwise stays near
         # the data's mean (measured on DotTrack: predicted-reward spread 0.004 against 0.053 for the truth)
         for _ in range(cfg.agent.head_updates - 1):
-            with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
-                hloss, _ = train_pair(batch, heads_only=True)
+            hloss, _ = losses(batch, train_pair, heads_only=True)
             optimizer_step(opt, hloss, pair.parameters(), tc, state.step, state.elapsed)
         state.tick(time.perf_counter() - t0, device)
         window.append(metrics)
