@@ -30,8 +30,9 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=32)
     ap.add_argument("--max-steps", type=int, default=100)
     ap.add_argument("--episodes", type=int, default=40)
+    ap.add_argument("--action-repeat", type=int, default=1)
     a = ap.parse_args()
-    env = make_env("DotTrack-v0", size=a.size, max_steps=a.max_steps)
+    env = make_env("DotTrack-v0", size=a.size, action_repeat=a.action_repeat, max_steps=a.max_steps)
     out = {"bench": "dottrack_reference", "size": a.size, "max_steps": a.max_steps, "episodes": a.episodes}
     for name in ("random", "follower"):
         rets = []

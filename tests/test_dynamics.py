@@ -34,6 +34,7 @@ def test_levels_and_ramp():
     assert torch.all(tau <= 1 - d + 1e-6) and torch.all(tau >= 0)
     assert torch.allclose(tau * k, (tau * k).round(), atol=1e-4)  # tau on the grid of its step size
     assert torch.allclose(ramp_weight(torch.tensor([0.0, 0.5, 1.0])), torch.tensor([0.1, 0.55, 1.0]))
+    assert torch.allclose(ramp_weight(torch.tensor([0.0, 0.5, 1.0]), 0.0), torch.ones(3))  # ramp 0: flat
     tau, d = sample_levels((20000,), 64, flow_frac=0.75)  # 3/4 at the finest step, plus 1/7 of the rest
     assert abs((d == 1 / 64).float().mean().item() - (0.75 + 0.25 / 7)) < 0.015
 

@@ -39,9 +39,10 @@ def sample_levels(
     return tau, 1.0 / k
 
 
-def ramp_weight(tau: Tensor) -> Tensor:
-    """w(tau) = 0.9 tau + 0.1: clean-ish frames, which carry the dynamics, weigh more."""
-    return 0.9 * tau + 0.1
+def ramp_weight(tau: Tensor, slope: float = 0.9) -> Tensor:
+    """w(tau) = slope tau + (1 - slope); METHOD.md's ramp is slope 0.9 (0.9 tau + 0.1): clean-ish frames weigh
+    more. slope 0 weighs every frame the same."""
+    return slope * tau + (1.0 - slope)
 
 
 def shortcut_target(z_tau: Tensor, tau: Tensor, d: Tensor, f_half_1: Tensor, f_half_2_fn) -> Tensor:
@@ -253,7 +254,7 @@ class Dynamics(nn.Module):
             )
             target = torch.where(is_flow[..., None, None], z1, target)  # d = d_min: plain x-loss on z1
         per_frame = (pred.float() - target.float()).pow(2).mean(dim=(2, 3))  # (B, T)
-        return per_frame, ramp_weight(tau), is_flow, agent
+        return per_frame, ramp_weight(tau, self.cfg.ramp), is_flow, agent
 
     # -------------------------------------------------------------------------------- sampling
     def new_cache(self) -> dict:
