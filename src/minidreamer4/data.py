@@ -216,7 +216,9 @@ class SegmentSampler:
     def num_frames(self) -> int:
         return sum(len(ep["obs"]) for ep in self.episodes.values())
 
-    def sample(self) -> dict[str, np.ndarray]:
+    def sample(self, index: bool = False) -> dict[str, np.ndarray]:
+        """A batch of segments; with index, also each segment's episode index `ep` (B,) and first step
+        `start` (B,) (a latent cache looks the frames up by them)."""
         self.refresh()
         T = self.seq_len
         keys = [k for k, ep in self.episodes.items() if len(ep["obs"]) >= T]
@@ -228,9 +230,11 @@ class SegmentSampler:
         starts = np.array([len(self.episodes[k]["obs"]) - T + 1 for k in keys], np.float64)
         which = self.rng.choice(len(keys), size=self.batch, p=starts / starts.sum())  # uniform over steps
         out = {k: [] for k in ("obs", "act", "has_act", "rew", "term")}
+        where = []
         for j in which:
             ep = self.episodes[keys[j]]
             s = int(self.rng.integers(0, len(ep["obs"]) - T + 1))
+            where.append((keys[j], s))
             out["obs"].append(ep["obs"][s : s + T])
             # transitions INTO frames s..s+T-1 are steps s-1..s+T-2; step -1 does not exist
             prev = np.arange(s - 1, s + T - 1)
@@ -240,7 +244,10 @@ class SegmentSampler:
             out["has_act"].append(ok)
             out["rew"].append(np.where(ok, ep["rew"][p], 0.0).astype(np.float32))
             out["term"].append(ok & ep["term"][p])
-        return {k: np.stack(v) for k, v in out.items()}
+        batch = {k: np.stack(v) for k, v in out.items()}
+        if index:
+            batch["ep"], batch["start"] = (np.array(c, np.int64) for c in zip(*where))
+        return batch
 
     def __iter__(self):
         while True:

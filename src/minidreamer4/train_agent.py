@@ -25,6 +25,7 @@ from .run import Logger, episodes_dir, fmt_metrics, load_checkpoint, run_dir
 from .tokenizer import Tokenizer
 from .train import (
     BudgetBar,
+    LatentCache,
     StageState,
     encode_batch,
     finish_stage,
@@ -129,11 +130,12 @@ def train_finetune(cfg: RunConfig, scale: int = 1, progress: bool = True) -> tup
         with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
             return module(b, heads_only=heads_only)
 
+    latents = LatentCache(tok, bf16, device)
     bar = BudgetBar("finetune", tc, progress and dist.is_main())
     window = []
     while not state.done(tc):
         t0 = time.perf_counter()
-        batch = encode_batch(tok, to_device(train_s.sample(), device), bf16, device)
+        batch = latents.batch(train_s, train_s.sample(index=True))
         loss, metrics = losses(batch, train_pair)
         metrics["grad_norm"] = optimizer_step(opt, loss, pair.parameters(), tc, state.step, state.elapsed)
         # (ours) more updates of the heads alone on the same agent outputs: a full step costs two passes of
@@ -219,11 +221,12 @@ def train_imagination(cfg: RunConfig, scale: int = 1, progress: bool = True) -> 
     window_len = cfg.dynamics.context
 
     rl_loss = dist.wrap(_RLLoss(heads, bc_heads, a), device)
+    latents = LatentCache(tok, bf16, device)
     bar = BudgetBar("imagination", tc, progress and dist.is_main())
     window = []
     while not state.done(tc):
         t0 = time.perf_counter()
-        b = encode_batch(tok, to_device(starts.sample(), device), bf16, device)
+        b = latents.batch(starts, starts.sample(index=True))
         with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
             roll = imagine(dyn, heads, b["z"], b["act"], b["has_act"], a.horizon, window=window_len)
         # value warm-up: the value head starts at 0, so early advantages R - v all share the sign of the
