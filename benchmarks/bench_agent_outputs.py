@@ -29,9 +29,8 @@ import torch
 import torch.nn.functional as F
 
 from minidreamer4.agent import twohot_loss
-from minidreamer4.config import RunConfig, from_dict
 from minidreamer4.data import EpisodeStore, SegmentSampler
-from minidreamer4.run import load_checkpoint
+from minidreamer4.run import load_checkpoint, load_run_config
 from minidreamer4.train import encode_batch, load_tokenizer, to_device
 from minidreamer4.train_agent import build_agent, load_agent
 
@@ -42,11 +41,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--modes", default="frozen,reward,continuation,reward_lowlr,finetuned")
     a = ap.parse_args()
-    cfg = from_dict(RunConfig, json.loads(open(f"{a.run}/config.json").read()))
-    cfg.runs_dir, cfg.name = (
-        str(__import__("pathlib").Path(a.run).parent),
-        __import__("pathlib").Path(a.run).name,
-    )
+    cfg = load_run_config(a.run)
     dev = torch.device("cpu")
     tok = load_tokenizer(cfg)
     store = EpisodeStore(f"{a.run}/episodes")

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import torch
 
-from minidreamer4.config import RunConfig, from_dict
 from minidreamer4.data import EpisodeStore, SegmentSampler
 from minidreamer4.envs.dottrack import DotTrackEnv
+from minidreamer4.run import load_run_config
 from minidreamer4.train import encode_batch, load_dynamics, load_tokenizer, to_device
 
 ACTIONS = {"right": (1.0, 0.0), "left": (-1.0, 0.0), "up": (0.0, 1.0), "down": (0.0, -1.0)}
@@ -40,8 +40,7 @@ def main() -> None:
     ap.add_argument("--horizon", type=int, default=15)
     a = ap.parse_args()
     run = Path(a.run)
-    cfg = from_dict(RunConfig, json.loads((run / "config.json").read_text()))
-    cfg.runs_dir, cfg.name = str(run.parent), run.name
+    cfg = load_run_config(run)
     if cfg.env.id != "DotTrack-v0":
         raise SystemExit("bench_dream_control measures DotTrack-v0 runs only")
     torch.manual_seed(0)

@@ -100,11 +100,10 @@ if __name__ == "__main__":
     ap.add_argument("--name", default="bench_dynamics")
     a = ap.parse_args()
     if a.run:
-        from minidreamer4.config import RunConfig, from_dict
+        from minidreamer4.run import load_run_config
 
         run = Path(a.run)
-        cfg = from_dict(RunConfig, json.loads((run / "config.json").read_text()))
-        cfg.runs_dir, cfg.name = str(run.parent), run.name
+        cfg = load_run_config(run)
         data = cfg.data.dir or str(run / "episodes")
     else:
         cfg = replace(

@@ -21,9 +21,8 @@ from pathlib import Path
 
 import torch
 
-from minidreamer4.config import RunConfig, from_dict
 from minidreamer4.data import EpisodeStore, SegmentSampler
-from minidreamer4.run import load_checkpoint
+from minidreamer4.run import load_checkpoint, load_run_config
 from minidreamer4.train import build_dynamics, encode_batch, load_tokenizer, to_device
 
 
@@ -33,8 +32,7 @@ def main() -> None:
     ap.add_argument("--segments", type=int, default=32)
     a = ap.parse_args()
     run = Path(a.run)
-    cfg = from_dict(RunConfig, json.loads((run / "config.json").read_text()))
-    cfg.runs_dir, cfg.name = str(run.parent), run.name
+    cfg = load_run_config(run)
     dev = torch.device("cpu")
     tok = load_tokenizer(cfg)
     store = EpisodeStore(cfg.data.dir or str(run / "episodes"))

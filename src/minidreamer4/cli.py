@@ -78,23 +78,22 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    from .config import RunConfig, from_dict
     from .envs import make_env_from_config
     from .imagine import actors_for, evaluate_policy
-    from .run import pick_device
+    from .run import load_run_config, pick_device
     from .train import tok_span
     from .train_agent import load_agent
 
-    run = __import__("pathlib").Path(args.run)
-    if not (run / "config.json").exists():
-        raise RuntimeError(f"{run} is not a run folder (no config.json)")
-    cfg = from_dict(RunConfig, json.loads((run / "config.json").read_text()))
-    cfg.runs_dir, cfg.name = str(run.parent), run.name
+    cfg = load_run_config(args.run)
     device = pick_device(args.device)
     tok, dyn, heads = load_agent(cfg, device, args.policy)
     env = make_env_from_config(cfg.env)
     actor = actors_for(env, tok, dyn, heads, tok_span(tok), cfg.dynamics.context, device, args.greedy)
-    print(json.dumps({"run": str(run), "policy": args.policy, **evaluate_policy(env, actor, args.episodes)}))
+    print(
+        json.dumps(
+            {"run": str(args.run), "policy": args.policy, **evaluate_policy(env, actor, args.episodes)}
+        )
+    )
 
 
 def cmd_demo(args: argparse.Namespace) -> None:

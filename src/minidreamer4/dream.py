@@ -103,16 +103,12 @@ def dream_command(
     device: str = "auto",
 ) -> dict:
     """What `minidreamer4 dream` does; returns the printed summary."""
-    from .config import RunConfig, from_dict
     from .data import EpisodeStore, SegmentSampler
-    from .run import episodes_dir, pick_device
+    from .run import episodes_dir, load_run_config, pick_device
     from .train import load_dynamics, load_tokenizer, to_device, tok_span
 
     run_path = Path(run)
-    if not (run_path / "config.json").exists():
-        raise RuntimeError(f"{run_path} is not a run folder (no config.json)")
-    cfg = from_dict(RunConfig, json.loads((run_path / "config.json").read_text()))
-    cfg.runs_dir, cfg.name = str(run_path.parent), run_path.name
+    cfg = load_run_config(run_path)
     dev = pick_device(device)
     tok, dyn = load_tokenizer(cfg, dev), load_dynamics(cfg, dev)
     span = tok_span(tok)

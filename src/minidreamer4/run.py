@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import RunConfig, to_dict
+from .config import RunConfig, from_dict, to_dict
 from .distributed import is_main
 
 
@@ -94,6 +94,16 @@ def run_dir(cfg: RunConfig) -> Path:
 
 def episodes_dir(cfg: RunConfig) -> Path:
     return Path(cfg.data.dir) if cfg.data.dir else run_dir(cfg) / "episodes"
+
+
+def load_run_config(run: str | Path) -> RunConfig:
+    """The config saved in a run folder, pointed at that folder (runs_dir and name from its path)."""
+    run = Path(run)
+    if not (run / "config.json").exists():
+        raise RuntimeError(f"{run} is not a run folder (no config.json)")
+    cfg = from_dict(RunConfig, json.loads((run / "config.json").read_text()))
+    cfg.runs_dir, cfg.name = str(run.parent), run.name
+    return cfg
 
 
 def prepare_run_dir(cfg: RunConfig) -> Path:
