@@ -18,7 +18,7 @@ import torch
 
 from minidreamer4.data import EpisodeStore, SegmentSampler
 from minidreamer4.envs.dottrack import DotTrackEnv
-from minidreamer4.run import load_run_config
+from minidreamer4.run import episodes_dir, load_run_config
 from minidreamer4.train import encode_batch, load_dynamics, load_tokenizer, to_device
 
 ACTIONS = {"right": (1.0, 0.0), "left": (-1.0, 0.0), "up": (0.0, 1.0), "down": (0.0, -1.0)}
@@ -45,7 +45,7 @@ def main() -> None:
         raise SystemExit("bench_dream_control measures DotTrack-v0 runs only")
     torch.manual_seed(0)
     tok, dyn = load_tokenizer(cfg), load_dynamics(cfg)
-    store = EpisodeStore(cfg.data.dir or str(run / "episodes"))
+    store = EpisodeStore(episodes_dir(cfg))
     dev = torch.device("cpu")
     b = encode_batch(
         tok, to_device(SegmentSampler(store, 8, 16, "eval", 10, seed=0).sample(), dev), False, dev

@@ -100,11 +100,11 @@ if __name__ == "__main__":
     ap.add_argument("--name", default="bench_dynamics")
     a = ap.parse_args()
     if a.run:
-        from minidreamer4.run import load_run_config
+        from minidreamer4.run import episodes_dir, load_run_config
 
         run = Path(a.run)
         cfg = load_run_config(run)
-        data = cfg.data.dir or str(run / "episodes")
+        data = str(episodes_dir(cfg))
     else:
         cfg = replace(
             preset(a.preset),

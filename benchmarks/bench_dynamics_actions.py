@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from minidreamer4.data import EpisodeStore, SegmentSampler
-from minidreamer4.run import load_checkpoint, load_run_config
+from minidreamer4.run import episodes_dir, load_checkpoint, load_run_config
 from minidreamer4.train import build_dynamics, encode_batch, load_tokenizer, to_device
 
 
@@ -35,7 +35,7 @@ def main() -> None:
     cfg = load_run_config(run)
     dev = torch.device("cpu")
     tok = load_tokenizer(cfg)
-    store = EpisodeStore(cfg.data.dir or str(run / "episodes"))
+    store = EpisodeStore(episodes_dir(cfg))
     dyn = build_dynamics(cfg, tok, store.reference()["action_spec"])
     ck = load_checkpoint(run / "checkpoints" / "dynamics.pt")
     dyn.load_state_dict(ck["model"])
