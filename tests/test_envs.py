@@ -107,3 +107,20 @@ def test_dottrack_fixed_track_by_default_random_on_request():
     obs = fixed.render()
     car = (obs[..., 0] > 200) & (obs[..., 1] < 60)
     assert car.sum() >= 20  # the car covers enough pixels for a reconstruction loss to notice it
+
+
+def test_dottrack_wall_stops_the_car_without_ending_the_episode():
+    """Driving into the wall must not pay: it stops the car off the road (-0.1 a step) and the episode goes
+    on to the time limit (a wall that ended the episode at -1 beat random, and an agent learned just that)."""
+    from minidreamer4.envs.dottrack import DotTrackEnv
+
+    env = DotTrackEnv(size=32, max_steps=60)
+    env.reset(seed=0)
+    rewards, ends = [], []
+    for _ in range(60):
+        _, r, term, trunc, _ = env.step(np.array([1.0, 0.0]))
+        rewards.append(r)
+        ends.append((term, trunc))
+    assert env.pos[0] == 1.0 and abs(env.pos[1]) < 1.0  # pinned against the right wall
+    assert not any(t for t, _ in ends) and ends[-1][1] and not any(tr for _, tr in ends[:-1])
+    assert rewards[-20:] == [-0.1] * 20  # off the road at the wall, every step

@@ -5,9 +5,9 @@ with a random start point, or a new shape every episode with random_track=True) 
 top-down with a fixed camera. The car's radius is a tenth of the image (at least 2.5 pixels): at 1.5
 pixels (0.7% of a 32x32 image) a 2-minute tokenizer learned to leave it out, and no model downstream could
 see where the car was. The action in [-1, 1]^2 pushes the car (no momentum by default). Reward is
-progress along the road, counter-clockwise (10 per lap) while on the road, and -0.1 per step off it; hitting
-the arena wall ends the episode with -1. So the reward depends on the action, and a good policy must steer
-along the curve: learnable, but not by a constant action.
+progress along the road, counter-clockwise (10 per lap) while on the road, and -0.1 per step off it; the
+arena wall stops the car, and episodes end only at the time limit. So the reward depends on the action, and
+a good policy must steer along the curve: learnable, but not by a constant action.
 """
 
 from __future__ import annotations
@@ -85,19 +85,20 @@ class DotTrackEnv(gym.Env):
         self.vel = self.drag * self.vel + self.accel * a
         self.pos = self.pos + self.vel
         self.t += 1
+        # the arena wall stops the car (off the road, so it keeps paying -0.1 a step); it does not end the
+        # episode: with a wall that ended it at -1, driving straight into it beat random (+0.16 against
+        # -7.32 over 100 steps), and an agent learned exactly that instead of following the road
+        if np.any(np.abs(self.pos) > 1.0):
+            self.pos, self.vel = np.clip(self.pos, -1, 1), np.zeros(2)
         theta = np.arctan2(self.pos[1], self.pos[0])
         dtheta = np.angle(np.exp(1j * (theta - self._theta)))  # wrapped to (-pi, pi]
         self._theta = theta
-        terminated = bool(np.any(np.abs(self.pos) >= 1.0))
-        if terminated:
-            reward = -1.0
-            self.pos = np.clip(self.pos, -1, 1)
-        elif self._on_road(self.pos[0], self.pos[1]):
+        if self._on_road(self.pos[0], self.pos[1]):
             reward = 10.0 * dtheta / (2 * np.pi)
         else:
             reward = -0.1
         truncated = self.t >= self.max_steps
-        return self.render(), float(reward), terminated, truncated, {"on_road": reward > -0.1}
+        return self.render(), float(reward), False, truncated, {"on_road": reward > -0.1}
 
     def render(self) -> np.ndarray:
         img = self._bg.copy()
