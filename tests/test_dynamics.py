@@ -179,6 +179,32 @@ def test_task_embedding_never_changes_dynamics_predictions():
     assert torch.allclose(plain.forward_tokens(m.pack(z), tau, d, act, has), z_a, atol=1e-5)
 
 
+def test_agent_sees_its_action_without_changing_the_world_model():
+    """agent_sees_action adds the frame's action embedding to the agent token's input: the agent outputs
+    then change with the action even in the first frame, and the world model's predictions stay exactly
+    those of the same weights without it (no token reads the agent tokens)."""
+    torch.manual_seed(0)
+    m = Dynamics(CFG, NL, DB, BINS, agent_tokens=1, agent_sees_action=True).eval()
+    off = Dynamics(CFG, NL, DB, BINS, agent_tokens=1, agent_sees_action=False).eval()
+    off.load_state_dict(m.state_dict())  # no new parameters: the same checkpoint loads into both
+    torch.nn.init.normal_(m.z_out.weight, std=0.2)
+    off.z_out.weight.data.copy_(m.z_out.weight)
+    z, act, has = _inputs()
+    tau, d = torch.full((2, 5), 0.5), torch.full((2, 5), 0.25)
+    z_on, h_on = m.forward_tokens(m.pack(z), tau, d, act, has, return_agent=True)
+    z_off, h_off = off.forward_tokens(m.pack(z), tau, d, act, has, return_agent=True)
+    assert torch.allclose(z_on, z_off, atol=1e-6)
+    assert not torch.allclose(h_on, h_off, atol=1e-3)
+    # the action enters h directly: flipping only the last frame's action moves that frame's h far more
+    # with the action added to the agent input than through attention alone
+    act2 = act.clone()
+    act2[:, -1] = -act2[:, -1]
+    _, h_on2 = m.forward_tokens(m.pack(z), tau, d, act2, has, return_agent=True)
+    _, h_off2 = off.forward_tokens(m.pack(z), tau, d, act2, has, return_agent=True)
+    assert torch.allclose(h_on2[:, :-1], h_on[:, :-1], atol=1e-6)  # earlier frames: causal
+    assert (h_on2[:, -1] - h_on[:, -1]).norm() > 2 * (h_off2[:, -1] - h_off[:, -1]).norm()
+
+
 def test_kv_buffer_equals_concatenation_through_relocations():
     """The preallocated KV buffer (no copies per step) gives the same attention outputs as concatenating
     the cache, over enough frames to fill and relocate the buffer, with uncommitted denoising reads."""
@@ -202,3 +228,19 @@ def test_kv_buffer_equals_concatenation_through_relocations():
 
     for a, b in zip(run(False), run(True)):
         assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_ordinal_init_puts_each_action_dimension_on_a_line():
+    from minidreamer4.dynamics import ordinal_init
+
+    torch.manual_seed(0)
+    table = torch.empty(11 + 3, 64)
+    ordinal_init(table, (11, 3), noise=0.1)
+    a = table[:11]
+    # neighbouring bins start alike, the ends far apart, and the middle bin halfway between the ends
+    assert (a[5] - a[6]).norm() < 0.3 * (a[0] - a[10]).norm()
+    assert (a[5] - (a[0] + a[10]) / 2).norm() < 0.1 * (a[0] - a[10]).norm()
+    # each dimension has its own line
+    b = table[11:]
+    cos = torch.nn.functional.cosine_similarity(a[10] - a[0], b[2] - b[0], dim=0)
+    assert cos.abs() < 0.5

@@ -156,7 +156,13 @@ def run_bench(
 
     a = cfg.agent
     adyn = Dynamics(
-        cfg.dynamics, tok.cfg.latents, tok.cfg.bottleneck, bins, agent_tokens=a.tokens, tasks=a.tasks
+        cfg.dynamics,
+        tok.cfg.latents,
+        tok.cfg.bottleneck,
+        bins,
+        agent_tokens=a.tokens,
+        tasks=a.tasks,
+        agent_sees_action=a.sees_action,
     ).to(device)
     adyn.eval()
     heads = AgentHeads(cfg.dynamics.dim, bins, mtp=a.mtp, hidden=a.hidden).to(device)

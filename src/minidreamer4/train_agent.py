@@ -48,7 +48,13 @@ def scaled(tc: TrainConfig, k: int) -> TrainConfig:
 def build_agent(cfg: RunConfig, tok: Tokenizer, bins: tuple[int, ...]) -> tuple[Dynamics, AgentHeads]:
     a = cfg.agent
     dyn = Dynamics(
-        cfg.dynamics, tok.cfg.latents, tok.cfg.bottleneck, bins, agent_tokens=a.tokens, tasks=a.tasks
+        cfg.dynamics,
+        tok.cfg.latents,
+        tok.cfg.bottleneck,
+        bins,
+        agent_tokens=a.tokens,
+        tasks=a.tasks,
+        agent_sees_action=a.sees_action,
     )
     return dyn, AgentHeads(cfg.dynamics.dim, bins, mtp=a.mtp, hidden=a.hidden)
 
