@@ -8,6 +8,11 @@ them and the car's centre (mean position of the red pixels) is compared with whe
 context frame. The env would move the car accel * size / 2 pixels per env step (times action_repeat per
 agent step) in the action's direction, until a wall stops it: `env_px` is that distance without walls. A
 world model that has learned what the actions do moves the car along the action, by about that much.
+
+`one_step`: from the same contexts cut at frames 4..7, one frame dreamed with the REAL next action; the
+car's dreamed displacement is regressed on its real one (both measured on decoded frames, the real one on
+the tokenizer's reconstruction). slope 1: the dream moves the car as the env did; 0: it moves it, if at all,
+without regard to the action. `tokenizer_slope` is the same regression for the reconstruction itself.
 """
 
 import argparse
@@ -32,6 +37,37 @@ def car_centre(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     n = car.sum((1, 2))
     centre = torch.stack([(car * cols).sum((1, 2)), (car * rows).sum((1, 2))], -1) / n.clamp_min(1)[:, None]
     return centre, n
+
+
+def _slope(x: torch.Tensor, y: torch.Tensor) -> float:
+    """Least-squares slope of y on x through the origin, x and y (N, 2) displacements."""
+    return round(((x * y).sum() / (x * x).sum()).item(), 3)
+
+
+def one_step(tok, dyn, b: dict, window: int) -> dict:
+    """Dreamed vs real car displacement over one step with the real action (see the module doc)."""
+    rec = tok.decode(b["z"])  # (B, T, 3, H, W)
+    real, dream, tok_real, tok_rec = [], [], [], []
+    for t in range(4, b["z"].shape[1]):
+        cache = dyn.new_cache()
+        dyn.add_context(b["z"][:, :t], b["act"][:, :t], b["has_act"][:, :t], cache, window=window)
+        z1 = dyn.sample_frame(b["act"][:, t], b["has_act"][:, t], cache, window=window)
+        last = tok.decode(torch.cat([b["z"][:, :t], z1[:, None]], 1))[:, -1]
+        (c0, n0), (c1, n1), (cd, nd) = (car_centre(x) for x in (rec[:, t - 1], rec[:, t], last))
+        (r0, m0), (r1, m1) = (car_centre(b["obs"][:, k].float() / 255.0) for k in (t - 1, t))
+        seen = (n0 > 3) & (n1 > 3) & (nd > 3) & (m0 > 3) & (m1 > 3)
+        real.append((c1 - c0)[seen])
+        dream.append((cd - c0)[seen])
+        tok_real.append((r1 - r0)[seen])
+        tok_rec.append((c1 - c0)[seen])
+    real, dream = torch.cat(real), torch.cat(dream)
+    return {
+        "steps": len(real),
+        "real_px": round(real.norm(dim=1).mean().item(), 2),
+        "dream_px": round(dream.norm(dim=1).mean().item(), 2),
+        "slope": _slope(real, dream),
+        "tokenizer_slope": _slope(torch.cat(tok_real), torch.cat(tok_rec)),
+    }
 
 
 def main() -> None:
@@ -70,6 +106,7 @@ def main() -> None:
                 "dy_px": round(move[1].item(), 2),
             }
         out["mean_along_px"] = round(sum(out[k]["along_px"] for k in ACTIONS) / len(ACTIONS), 2)
+        out["one_step"] = one_step(tok, dyn, b, cfg.dynamics.context)
     print(json.dumps(out))
 
 
