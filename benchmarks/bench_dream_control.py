@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from minidreamer4.config import RunConfig
 from minidreamer4.data import EpisodeStore, SegmentSampler
 from minidreamer4.envs.dottrack import DotTrackEnv
 from minidreamer4.run import episodes_dir, load_run_config
@@ -70,22 +71,33 @@ def one_step(tok, dyn, b: dict, window: int) -> dict:
     }
 
 
+def dottrack_run(run: str | Path, bench: str) -> RunConfig:
+    """A DotTrack run folder's config (other envs are an error), with torch seeded for the benchmark."""
+    cfg = load_run_config(run)
+    if cfg.env.id != "DotTrack-v0":
+        raise SystemExit(f"{bench} measures DotTrack-v0 runs only")
+    torch.manual_seed(0)
+    return cfg
+
+
+def held_out_contexts(tok, cfg: RunConfig, n: int, length: int = 8, seed: int = 0) -> dict:
+    """n held-out real segments of `length` frames from the run's episodes, with their latents z."""
+    dev = torch.device("cpu")
+    sampler = SegmentSampler(
+        EpisodeStore(episodes_dir(cfg)), length, n, "eval", cfg.data.holdout_every, seed=seed
+    )
+    return encode_batch(tok, to_device(sampler.sample(), dev), False, dev)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--run", required=True)
     ap.add_argument("--horizon", type=int, default=15)
     a = ap.parse_args()
     run = Path(a.run)
-    cfg = load_run_config(run)
-    if cfg.env.id != "DotTrack-v0":
-        raise SystemExit("bench_dream_control measures DotTrack-v0 runs only")
-    torch.manual_seed(0)
+    cfg = dottrack_run(run, "bench_dream_control")
     tok, dyn = load_tokenizer(cfg), load_dynamics(cfg)
-    store = EpisodeStore(episodes_dir(cfg))
-    dev = torch.device("cpu")
-    b = encode_batch(
-        tok, to_device(SegmentSampler(store, 8, 16, "eval", 10, seed=0).sample(), dev), False, dev
-    )
+    b = held_out_contexts(tok, cfg, 16)
     B = b["z"].shape[0]
     env_px = DotTrackEnv(size=cfg.env.size).accel * cfg.env.size / 2 * cfg.env.action_repeat * a.horizon
     with torch.no_grad():

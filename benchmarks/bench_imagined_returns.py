@@ -25,15 +25,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from minidreamer4.data import EpisodeStore, SegmentSampler
 from minidreamer4.envs import bins_to_action
 from minidreamer4.envs.dottrack import DotTrackEnv
-from minidreamer4.run import episodes_dir, load_run_config
-from minidreamer4.train import encode_batch, to_device
 from minidreamer4.train_agent import load_agent
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_dream_control import car_centre  # noqa: E402
+from bench_dream_control import car_centre, dottrack_run, held_out_contexts  # noqa: E402
 
 
 def to_world(centre: torch.Tensor, size: int) -> np.ndarray:
@@ -66,16 +63,10 @@ def main() -> None:
     ap.add_argument("--horizon", type=int, default=15)
     a = ap.parse_args()
     run = Path(a.run)
-    cfg = load_run_config(run)
-    if cfg.env.id != "DotTrack-v0":
-        raise SystemExit("bench_imagined_returns measures DotTrack-v0 runs only")
-    torch.manual_seed(0)
+    cfg = dottrack_run(run, "bench_imagined_returns")
     tok, dyn, heads = load_agent(cfg, "cpu", policy="rl")  # the reward head is the finetuned one
-    dev, window, size = torch.device("cpu"), cfg.dynamics.context, cfg.env.size
-    store = EpisodeStore(episodes_dir(cfg))
-    b = encode_batch(
-        tok, to_device(SegmentSampler(store, 8, a.contexts, "eval", 10, seed=0).sample(), dev), False, dev
-    )
+    window, size = cfg.dynamics.context, cfg.env.size
+    b = held_out_contexts(tok, cfg, a.contexts)
     B = b["z"].shape[0]
     ones = torch.ones(B, dtype=torch.bool)
     env = DotTrackEnv(size=size, max_steps=10**9)

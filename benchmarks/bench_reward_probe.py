@@ -29,14 +29,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from minidreamer4.data import EpisodeStore, SegmentSampler
 from minidreamer4.envs.dottrack import DotTrackEnv
-from minidreamer4.run import episodes_dir, load_run_config
-from minidreamer4.train import encode_batch, to_device
 from minidreamer4.train_agent import load_agent
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_dream_control import car_centre  # noqa: E402
+from bench_dream_control import car_centre, dottrack_run, held_out_contexts  # noqa: E402
 
 DIRS = [(math.cos(k * math.pi / 4), math.sin(k * math.pi / 4)) for k in range(8)]
 
@@ -79,19 +76,13 @@ def main() -> None:
     ap.add_argument("--policy", default="bc", choices=["bc", "rl"], help="heads: finetuned or after RL")
     a = ap.parse_args()
     run = Path(a.run)
-    cfg = load_run_config(run)
-    if cfg.env.id != "DotTrack-v0":
-        raise SystemExit("bench_reward_probe measures DotTrack-v0 runs only")
-    torch.manual_seed(0)
+    cfg = dottrack_run(run, "bench_reward_probe")
     tok, dyn, heads = load_agent(cfg, "cpu", policy=a.policy)
-    store = EpisodeStore(episodes_dir(cfg))
-    dev, window = torch.device("cpu"), cfg.dynamics.context
+    window = cfg.dynamics.context
     out = {"bench": "reward_probe", "run": str(run), "policy": a.policy}
 
     # one dreamed step per compass action from each context
-    b = encode_batch(
-        tok, to_device(SegmentSampler(store, 8, a.contexts, "eval", 10, seed=0).sample(), dev), False, dev
-    )
+    b = held_out_contexts(tok, cfg, a.contexts)
     B = b["z"].shape[0]
     ones = torch.ones(B, dtype=torch.bool)
     pred = torch.zeros(B, len(DIRS))
@@ -120,8 +111,7 @@ def main() -> None:
     )
 
     # the reward head and the agent outputs on real held-out segments
-    s = SegmentSampler(store, 16, 128, "eval", 10, seed=1).sample()
-    b = encode_batch(tok, to_device(s, dev), False, dev)
+    b = held_out_contexts(tok, cfg, 128, length=16, seed=1)
     h = dyn.add_context(b["z"], b["act"], b["has_act"], None, window=window, return_agent=True)[:, 1:]
     r_pred = heads.reward_mean(h).float().flatten()
     r_true = b["rew"][:, 1:].float().flatten()

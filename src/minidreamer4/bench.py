@@ -97,7 +97,6 @@ def run_bench(
     compile_models: bool = False,
     acting_steps: int = 100,
 ) -> dict:
-    from .agent import AgentHeads
     from .dynamics import Dynamics
     from .envs import make_env_from_config
     from .imagine import actors_for, imagine
@@ -153,19 +152,11 @@ def run_bench(
 
     # imagination: rollouts in the world model with agent tokens, then the RL loss step
     from .imagine import rl_losses
+    from .train_agent import build_agent
 
     a = cfg.agent
-    adyn = Dynamics(
-        cfg.dynamics,
-        tok.cfg.latents,
-        tok.cfg.bottleneck,
-        bins,
-        agent_tokens=a.tokens,
-        tasks=a.tasks,
-        agent_sees_action=a.sees_action,
-    ).to(device)
-    adyn.eval()
-    heads = AgentHeads(cfg.dynamics.dim, bins, mtp=a.mtp, hidden=a.hidden).to(device)
+    adyn, heads = build_agent(cfg, tok, bins)
+    adyn, heads = adyn.to(device).eval(), heads.to(device)
     ctx = encode_batch(tok, synthetic_batch(a.rollouts, a.context, obs_shape, A, device, 2), bf16, device)
     hopt = torch.optim.AdamW([*heads.policy.parameters(), *heads.value.parameters()], lr=1e-4)
 
