@@ -1,4 +1,5 @@
-# Two commands for a new user: `make demo` (the default job) and `make test` (the suite).
+# Two commands for a new user: `make demo` (the default job: the whole Dreamer 4 loop on CarRacing-v3)
+# and `make test` (the suite).
 # Both create .venv, install torch==2.13.0 FIRST (the CPU build; any other torch spec pulls CUDA wheels),
 # then this package with its dev tools.
 PY ?= python3
@@ -19,7 +20,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: install
-	$(BIN)/minidreamer4 demo --preset $(PRESET)
+	$(BIN)/minidreamer4 train --preset $(PRESET)
 
 test: install
 	$(BIN)/python -m pytest -q

@@ -88,12 +88,11 @@ def cmd_eval(args: argparse.Namespace) -> None:
     device = pick_device(args.device)
     tok, dyn, heads = load_agent(cfg, device, args.policy)
     env = make_env_from_config(cfg.env)
-    actor = actors_for(env, tok, dyn, heads, tok_span(tok), cfg.dynamics.context, device, args.greedy)
-    print(
-        json.dumps(
-            {"run": str(args.run), "policy": args.policy, **evaluate_policy(env, actor, args.episodes)}
-        )
-    )
+    greedy = args.greedy or (cfg.agent.eval_greedy and not args.sampled)
+    actor = actors_for(env, tok, dyn, heads, tok_span(tok), cfg.dynamics.context, device, greedy)
+    ev = evaluate_policy(env, actor, args.episodes)
+    mode = "greedy" if greedy else "sampled"
+    print(json.dumps({"run": str(args.run), "policy": args.policy, "mode": mode, **ev}))
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -168,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--episodes", type=int, default=10)
     s.add_argument("--policy", default="rl", choices=["rl", "bc"])
     s.add_argument("--greedy", action="store_true", help="take the most likely action instead of sampling")
+    s.add_argument("--sampled", action="store_true", help="sample actions (default: agent.eval_greedy)")
     s.add_argument("--device", default="auto")
     s.set_defaults(fn=cmd_eval)
 

@@ -171,14 +171,19 @@ def _sample(pi, gen: torch.Generator) -> Tensor:
     )
 
 
-def evaluate_policy(env: PixelEnv, policy, episodes: int, seed: int = 10_000) -> dict:
+def evaluate_policy(
+    env: PixelEnv, policy, episodes: int, seed: int = 10_000, desc: str | None = None
+) -> dict:
     """Real-env return over `episodes` episodes with fixed seeds (seed, seed + 1, ...). In a multi-agent env
     `policy` is one policy per agent; every agent's return counts, and `return_per_agent` lists each one's
-    mean."""
+    mean. desc: show a progress bar over the episodes with this label."""
     if isinstance(env, MultiPixelEnv):
         return _evaluate_multi(env, policy, episodes, seed)
+    from tqdm import tqdm
+
     returns, lengths = [], []
-    for i in range(episodes):
+    bar = tqdm(range(episodes), desc=desc, unit="ep", disable=desc is None, dynamic_ncols=True)
+    for i in bar:
         obs = env.reset(seed=seed + i)
         if hasattr(policy, "reset"):
             policy.reset()
@@ -190,6 +195,8 @@ def evaluate_policy(env: PixelEnv, policy, episodes: int, seed: int = 10_000) ->
             done = term or trunc
         returns.append(total)
         lengths.append(n)
+        bar.set_postfix(ret=f"{np.mean(returns):.2f}")
+    bar.close()
     return {
         "return_mean": float(np.mean(returns)),
         "return_std": float(np.std(returns)),

@@ -153,6 +153,9 @@ def train_loop(cfg: RunConfig, progress: bool = True) -> dict:
 
     n_agents = getattr(env, "num_agents", 0)  # multi-agent envs: one shared policy drives every agent
 
+    def bar(label: str) -> str | None:  # a progress bar's label, or None for no bar
+        return label if progress else None
+
     def actor(policy: str, greedy: bool = False, seed: int = 0):
         tok, dyn, heads = load_agent(cfg, device, policy)
         return actors_for(env, tok, dyn, heads, tok_span(tok), cfg.dynamics.context, device, greedy, seed)
@@ -172,7 +175,7 @@ def train_loop(cfg: RunConfig, progress: bool = True) -> dict:
             loop = {"iteration": it + 1, "evals": loop["evals"]}
             continue
         with timer("eval"):
-            ev = evaluate_policy(env, actor("rl", seed=it), a.eval_episodes)
+            ev = evaluate_policy(env, actor("rl", a.eval_greedy, seed=it), a.eval_episodes, desc=bar("eval"))
         steps = store.stats()["steps"]
         logger = Logger(d, cfg, cfg.wandb)
         logger.log(
@@ -182,7 +185,8 @@ def train_loop(cfg: RunConfig, progress: bool = True) -> dict:
         )
         logger.close()
         print(
-            f"loop iteration {it + 1}/{a.iterations}: real-env return {ev['return_mean']:.2f} "
+            f"loop iteration {it + 1}/{a.iterations}: real-env return "
+            f"({'greedy' if a.eval_greedy else 'sampled'}) {ev['return_mean']:.2f} "
             f"+- {ev['return_std']:.2f} ({a.eval_episodes} episodes), {steps} env steps stored"
             + (f"; per agent {ev['return_per_agent']}" if "return_per_agent" in ev else ""),
             flush=True,
@@ -205,13 +209,22 @@ def train_loop(cfg: RunConfig, progress: bool = True) -> dict:
         return {}
 
     # final comparison on the same fixed seeds: random, behaviour-cloned, and imagination-trained policies
+    # (the last two greedy when agent.eval_greedy), and the trained policy in its other mode
+    other = "sampled" if a.eval_greedy else "greedy"
     with timer("eval"):
         evals = {
-            "random": evaluate_policy(env, random_policies(0), a.eval_episodes),
-            "behaviour cloning": evaluate_policy(env, actor("bc"), a.eval_episodes),
+            "random": evaluate_policy(env, random_policies(0), a.eval_episodes, desc=bar("eval random")),
+            "behaviour cloning": evaluate_policy(
+                env, actor("bc", a.eval_greedy), a.eval_episodes, desc=bar("eval BC")
+            ),
             "imagination RL": loop["evals"][-1] if loop["evals"] else {},
         }
-        frames = record_episode(env, actor("rl"), seed=10_000)
+        if loop["evals"]:
+            rl_other = actor("rl", not a.eval_greedy, seed=a.iterations)
+            evals[f"imagination RL {other}"] = evaluate_policy(
+                env, rl_other, a.eval_episodes, desc=bar(f"eval RL {other}")
+            )
+        frames = record_episode(env, actor("rl", a.eval_greedy), seed=10_000)
     save_gif(d / "media" / "agent_episode.gif", upscale(frames, max(1, 128 // frames.shape[1])), fps=15)
     env.close()
     evals = {k: v for k, v in evals.items() if v}
@@ -220,6 +233,7 @@ def train_loop(cfg: RunConfig, progress: bool = True) -> dict:
         "minutes": round((time.time() - t0) / 60, 1),
         "episodes": len(store),
         "env_steps": store.stats()["steps"],
+        "eval_mode": "greedy" if a.eval_greedy else "sampled",
         **{f"return_{k.replace(' ', '_')}": round(v["return_mean"], 2) for k, v in evals.items()},
         **{f"return_std_{k.replace(' ', '_')}": round(v["return_std"], 2) for k, v in evals.items()},
         **{
