@@ -4,8 +4,17 @@ two processes resumes on one."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+
+
+def _port_race(stderr: str) -> bool:
+    """The launcher's port was taken between torchrun choosing it and binding it: a known race of torchrun on
+    a busy machine (pytorch/pytorch#30676), not of this code. This test failed twice in local full runs of
+    the suite and passed every time on its own; the messages were not kept, so whether it was this race is
+    not verified. Only this error earns a second try; any other failure fails the test."""
+    return any(m in stderr for m in ("EADDRINUSE", "Address already in use", "address already in use"))
 
 
 def _rows(run):
@@ -18,6 +27,9 @@ def test_two_ranks_gloo_identical_parameters_and_resume_on_one(tmp_path):
     cmd += ["-m", "minidreamer4", "train", "--preset", "tiny", "--runs_dir", str(tmp_path), "--name", "ddp"]
     cmd += ["--agent.iterations", "1", "--threads", "1"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
+    if r.returncode != 0 and _port_race(r.stderr):  # a launcher port taken between pick and bind: once more
+        shutil.rmtree(tmp_path / "ddp", ignore_errors=True)
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
     assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-3000:])
     run = tmp_path / "ddp"
     rows = _rows(run)
