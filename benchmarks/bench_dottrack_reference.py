@@ -16,15 +16,6 @@ from minidreamer4.collect import random_policy
 from minidreamer4.envs import make_env
 
 
-def follower(env) -> np.ndarray:
-    x, y = env.env.pos
-    r = np.hypot(x, y)
-    tangent = np.array([-y, x]) / r
-    centre = env.env._radius(np.arctan2(y, x))
-    radial = np.array([x, y]) / r * np.clip((centre - r) * 5, -1, 1)
-    return np.clip(tangent + radial, -1, 1).astype(np.float32)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--size", type=int, default=32)
@@ -41,7 +32,7 @@ def main() -> None:
             pol = random_policy(env, np.random.default_rng(ep))
             total, done = 0.0, False
             while not done:
-                act = pol(obs) if name == "random" else follower(env)
+                act = pol(obs) if name == "random" else env.env.road_follower()
                 obs, r, term, trunc, _ = env.step(act)
                 total, done = total + r, term or trunc
             rets.append(total)

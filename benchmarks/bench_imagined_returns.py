@@ -6,7 +6,7 @@ Imagination RL can only prefer a policy that scores better in imagination. From 
 8 frames, the finetuned agent (world model + reward head) imagines --horizon steps under three scripted
 policies and sums the predicted rewards; the same policies run in the real env from the same car
 positions, for scale:
-  follower       the road follower of bench_dottrack_reference.py (tangent, counter-clockwise, plus a pull
+  follower       the road follower (DotTrackEnv.road_follower) (tangent, counter-clockwise, plus a pull
                  toward the centre line), reading the car's position from the DECODED dreamed frame
   reverse        the follower's action negated (clockwise: negative progress while on the road)
   random         uniform actions
@@ -39,19 +39,10 @@ def to_world(centre: torch.Tensor, size: int) -> np.ndarray:
     return np.stack([(c[:, 0] + 0.5) / size * 2 - 1, 1 - (c[:, 1] + 0.5) / size * 2], -1)
 
 
-def follow(env: DotTrackEnv, pos: np.ndarray) -> np.ndarray:
-    """The road follower's action (B, 2) at world positions pos (B, 2)."""
-    x, y = pos[:, 0], pos[:, 1]
-    r = np.hypot(x, y).clip(1e-6)
-    tangent = np.stack([-y, x], -1) / r[:, None]
-    pull = np.clip((env._radius(np.arctan2(y, x)) - r) * 5, -1, 1)
-    return np.clip(tangent + np.stack([x, y], -1) / r[:, None] * pull[:, None], -1, 1)
-
-
 def policy_action(name: str, env, pos: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     if name == "random":
         return rng.uniform(-1, 1, size=pos.shape)
-    a = follow(env, pos)
+    a = env.road_follower(pos)
     return -a if name == "reverse" else a
 
 

@@ -124,3 +124,16 @@ def test_dottrack_wall_stops_the_car_without_ending_the_episode():
     assert env.pos[0] == 1.0 and abs(env.pos[1]) < 1.0  # pinned against the right wall
     assert not any(t for t, _ in ends) and ends[-1][1] and not any(tr for _, tr in ends[:-1])
     assert rewards[-20:] == [-0.1] * 20  # off the road at the wall, every step
+
+
+def test_dottrack_road_follower_laps_counter_clockwise_and_batches():
+    env = make_env("DotTrack-v0", size=32, max_steps=100, action_repeat=2)
+    env.reset(seed=3)
+    dot = env.env
+    total = sum(env.step(dot.road_follower())[1] for _ in range(100))
+    assert total > 20  # about 2.9 laps at 10 per lap; random actions score about -11
+    pos = np.array([[0.6, 0.0], [0.0, -0.6], [-0.3, 0.4]])
+    batched = dot.road_follower(pos)  # (3, 2), each row what the single-position call gives
+    assert batched.shape == (3, 2)
+    for p, a in zip(pos, batched):
+        np.testing.assert_allclose(dot.road_follower(p), a)
