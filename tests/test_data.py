@@ -153,3 +153,26 @@ def test_random_policy_hold():
     assert set(runs(1)) == {1}  # a new action every step
     held = runs(4)
     assert max(held) <= 4 and min(held) >= 1 and np.mean(held) > 2  # each action kept for 1..4 steps
+
+
+def test_random_rest_leaves_dimensions_at_their_lowest_value():
+    from minidreamer4.collect import random_policy
+    from minidreamer4.envs import random_rest
+
+    assert random_rest("CarRacing-v3", 3, "auto") == (0.0, 0.0, 0.9)
+    assert random_rest("DotTrack-v0", 2, "auto") == ()
+    assert random_rest("CarRacing-v3", 3, "0") == ()
+    assert random_rest("X", 2, "0.5") == (0.5, 0.5)
+    for bad in ("0.1,0.2", "1.5", "gas"):
+        with pytest.raises(ValueError, match="random_rest"):
+            random_rest("X", 3, bad)
+    env = make_env("DotTrack-v0", size=16, max_steps=20)
+    obs = env.reset(seed=0)
+    uni = np.stack([random_policy(env, np.random.default_rng(0))(obs) for _ in range(1)])
+    pol = random_policy(env, np.random.default_rng(0), rest=(0.0, 0.8))
+    acts = np.stack([pol(obs) for _ in range(2000)])
+    low = (acts == -1.0).mean(0)
+    assert low[0] < 0.02 and 0.75 < low[1] < 0.85  # 0.8 at rest (+ uniform draws that land there, rare)
+    assert acts[:, 1][acts[:, 1] > -1].std() > 0.4  # the other draws stay uniform
+    # without rest the stream is the plain uniform one (collections made before stay reproducible)
+    assert np.array_equal(uni[0], random_policy(env, np.random.default_rng(0), rest=())(obs))

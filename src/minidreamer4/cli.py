@@ -26,7 +26,7 @@ def cmd_envs(args: argparse.Namespace) -> None:
 def cmd_collect(args: argparse.Namespace) -> None:
     from .collect import collect
     from .data import EpisodeStore
-    from .envs import make_env_from_config
+    from .envs import make_env_from_config, random_rest
     from .run import episodes_dir
 
     cfg = C.config_from_args(args)
@@ -35,9 +35,10 @@ def cmd_collect(args: argparse.Namespace) -> None:
     env = make_env_from_config(cfg.env)
     if args.policy != "random":
         raise SystemExit(f"unknown policy {args.policy!r}; `collect` supports: random")
-    stats = collect(
-        env, EpisodeStore(out), args.episodes, "random", seed=cfg.seed, hold=cfg.data.random_hold
-    )  # multi-agent: races
+    rest = random_rest(cfg.env.id, env.action_spec.dims, cfg.data.random_rest)
+    stats = collect(  # multi-agent: races
+        env, EpisodeStore(out), args.episodes, "random", seed=cfg.seed, hold=cfg.data.random_hold, rest=rest
+    )
     env.close()
     print(json.dumps({"out": out, **stats}))
 

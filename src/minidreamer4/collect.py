@@ -19,18 +19,26 @@ from .envs import MultiPixelEnv, PixelEnv, bins_to_action
 Policy = Callable[[np.ndarray], np.ndarray]  # float obs (C, H, W) -> action in [-1, 1]^A
 
 
-def random_policy(env: PixelEnv, rng: np.random.Generator, hold: int = 1) -> Policy:
+def random_policy(
+    env: PixelEnv, rng: np.random.Generator, hold: int = 1, rest: tuple[float, ...] = ()
+) -> Policy:
     """Uniform random actions; discrete dimensions draw one of their bins uniformly. hold > 1 keeps each
     drawn action for a uniform 1..hold steps: independent draws every step average out, so the data shows
-    little sustained motion, and a world model trained on it learns little of what an action does."""
+    little sustained motion, and a world model trained on it learns little of what an action does.
+    rest[k] is the chance that dimension k is left at its lowest value (-1) instead (envs.RANDOM_REST)."""
     spec = env.action_spec
     bins = np.asarray(spec.bins, np.float32)
     state = {"left": 0, "a": None}
+    rest_p = np.asarray(rest, np.float64) if rest else None
 
     def draw() -> np.ndarray:
         if spec.kind == "box":
-            return rng.uniform(-1, 1, spec.dims).astype(np.float32)
-        return bins_to_action(rng.integers(0, bins).astype(np.float32), bins).astype(np.float32)
+            a = rng.uniform(-1, 1, spec.dims).astype(np.float32)
+        else:
+            a = bins_to_action(rng.integers(0, bins).astype(np.float32), bins).astype(np.float32)
+        if rest_p is not None:  # drawn only when asked, so uniform streams stay as they were
+            a[rng.random(spec.dims) < rest_p] = -1.0
+        return a
 
     def act(_obs: np.ndarray) -> np.ndarray:
         if hold <= 1:
@@ -125,10 +133,12 @@ def collect(
     progress: bool = True,
     policy_name: str | None = None,
     hold: int = 1,
+    rest: tuple[float, ...] = (),
 ) -> dict:
     """Runs `episodes` episodes and appends each to the store as soon as it ends. Returns summary stats.
     In a multi-agent env every agent's stream is its own episode in the store (`agent` in its metadata),
-    and `policy` is "random" or one policy per agent; `hold` is the random policy's (see random_policy)."""
+    and `policy` is "random" or one policy per agent; `hold` and `rest` are the random policy's (see
+    random_policy)."""
     multi = isinstance(env, MultiPixelEnv)
     name = policy if isinstance(policy, str) else (policy_name or "agent")
     returns, steps, t0 = [], 0, time.perf_counter()
@@ -141,14 +151,17 @@ def collect(
         ep_seed = seed * 1_000_003 + i
         if multi:
             n = env.num_agents
-            pols = [random_policy(env, np.random.default_rng([seed, i, k]), hold) for k in range(n)]
+            pols = [random_policy(env, np.random.default_rng([seed, i, k]), hold, rest) for k in range(n)]
             eps = run_multi_episode(env, pols if policy == "random" else policy, ep_seed)
             metas = [{"agent": k, "num_agents": n, "race": e} for k in range(n)]
         else:
-            pol = random_policy(env, np.random.default_rng([seed, i]), hold) if policy == "random" else policy
+            rng = np.random.default_rng([seed, i])
+            pol = random_policy(env, rng, hold, rest) if policy == "random" else policy
             eps, metas = [run_episode(env, pol, ep_seed)], [{}]
         for ep, extra in zip(eps, metas):
             ret = float(ep["rew"].sum())
+            if policy == "random" and rest:
+                extra = {**extra, "random_rest": list(rest)}
             store.add(ep, episode_meta(env, ep_seed, name, {"return": ret, **extra}))
             returns.append(ret)
             steps += len(ep["act"])

@@ -11,7 +11,7 @@ from . import distributed as dist
 from .collect import collect
 from .config import RunConfig
 from .data import EpisodeStore
-from .envs import make_env_from_config
+from .envs import make_env_from_config, random_rest
 from .run import episodes_dir, prepare_run_dir
 
 
@@ -23,9 +23,9 @@ def ensure_episodes(cfg: RunConfig) -> EpisodeStore:
     if missing > 0 and dist.is_main():
         env = make_env_from_config(cfg.env)
         per_run = getattr(env, "num_agents", 1)  # a multi-agent race stores one episode per agent
-        stats = collect(
-            env, store, -(-missing // per_run), "random", seed=cfg.seed, hold=cfg.data.random_hold
-        )
+        rest = random_rest(cfg.env.id, env.action_spec.dims, cfg.data.random_rest)
+        n = -(-missing // per_run)
+        stats = collect(env, store, n, "random", seed=cfg.seed, hold=cfg.data.random_hold, rest=rest)
         env.close()
         print("collect:", json.dumps(stats), flush=True)
     dist.barrier()
