@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from minidreamer4.agent import twohot_loss
 from minidreamer4.data import EpisodeStore, SegmentSampler
-from minidreamer4.run import load_checkpoint, load_run_config
+from minidreamer4.run import episodes_dir, load_checkpoint, load_run_config
 from minidreamer4.train import encode_batch, load_tokenizer, to_device
 from minidreamer4.train_agent import build_agent, load_agent
 
@@ -44,7 +44,7 @@ def main() -> None:
     cfg = load_run_config(a.run)
     dev = torch.device("cpu")
     tok = load_tokenizer(cfg)
-    store = EpisodeStore(f"{a.run}/episodes")
+    store = EpisodeStore(episodes_dir(cfg))  # the run's store: data.dir when it was set
     bins = tuple(store.reference()["action_spec"]["bins"])
     held = encode_batch(
         tok, to_device(SegmentSampler(store, 10, 32, "eval", 10, seed=0).sample(), dev), False, dev
