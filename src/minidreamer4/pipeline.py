@@ -152,6 +152,8 @@ def train_loop(cfg: RunConfig, progress: bool = True) -> dict:
     a = cfg.agent
 
     n_agents = getattr(env, "num_agents", 0)  # multi-agent envs: one shared policy drives every agent
+    # the loop scores the trained policies in one mode (agent.eval_greedy) and, at the end, RL in the other
+    mode, other = ("greedy", "sampled") if a.eval_greedy else ("sampled", "greedy")
 
     def bar(label: str) -> str | None:  # a progress bar's label, or None for no bar
         return label if progress else None
@@ -186,7 +188,7 @@ def train_loop(cfg: RunConfig, progress: bool = True) -> dict:
         logger.close()
         print(
             f"loop iteration {it + 1}/{a.iterations}: real-env return "
-            f"({'greedy' if a.eval_greedy else 'sampled'}) {ev['return_mean']:.2f} "
+            f"({mode}) {ev['return_mean']:.2f} "
             f"+- {ev['return_std']:.2f} ({a.eval_episodes} episodes), {steps} env steps stored"
             + (f"; per agent {ev['return_per_agent']}" if "return_per_agent" in ev else ""),
             flush=True,
@@ -209,8 +211,7 @@ def train_loop(cfg: RunConfig, progress: bool = True) -> dict:
         return {}
 
     # final comparison on the same fixed seeds: random, behaviour-cloned, and imagination-trained policies
-    # (the last two greedy when agent.eval_greedy), and the trained policy in its other mode
-    other = "sampled" if a.eval_greedy else "greedy"
+    # (the last two in `mode`), and the trained policy in the `other` mode
     with timer("eval"):
         evals = {
             "random": evaluate_policy(env, random_policies(0), a.eval_episodes, desc=bar("eval random")),
@@ -233,7 +234,7 @@ def train_loop(cfg: RunConfig, progress: bool = True) -> dict:
         "minutes": round((time.time() - t0) / 60, 1),
         "episodes": len(store),
         "env_steps": store.stats()["steps"],
-        "eval_mode": "greedy" if a.eval_greedy else "sampled",
+        "eval_mode": mode,
         **{f"return_{k.replace(' ', '_')}": round(v["return_mean"], 2) for k, v in evals.items()},
         **{f"return_std_{k.replace(' ', '_')}": round(v["return_std"], 2) for k, v in evals.items()},
         **{
