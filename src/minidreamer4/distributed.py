@@ -23,11 +23,16 @@ from torch import nn
 
 
 def world_size() -> int:
+    """Processes in the joined group (1 before `init`: collectives need the group)."""
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
 def rank() -> int:
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+    """This process's rank; torchrun's RANK before the group is joined, so that work done before `init` (the
+    run folder, the first collection) is still rank 0's alone."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank()
+    return int(os.environ.get("RANK", "0"))
 
 
 def is_main() -> bool:

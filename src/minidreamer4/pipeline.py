@@ -12,7 +12,14 @@ from .collect import collect
 from .config import RunConfig
 from .data import EpisodeStore
 from .envs import make_env_from_config, random_rest
-from .run import episodes_dir, prepare_run_dir
+from .run import episodes_dir, pick_device, prepare_run_dir
+
+
+def start(cfg: RunConfig) -> Path:
+    """Joins torchrun's process group (a no-op alone) before anything that only rank 0 may do, so that the
+    barriers below hold, then creates the run folder."""
+    dist.init(pick_device(cfg.device))
+    return prepare_run_dir(cfg)
 
 
 def ensure_episodes(cfg: RunConfig) -> EpisodeStore:
@@ -39,7 +46,7 @@ def demo(cfg: RunConfig) -> dict:
     from .train import train_dynamics, train_tokenizer
 
     t0 = time.time()
-    d = prepare_run_dir(cfg)
+    d = start(cfg)
     store = ensure_episodes(cfg)
     print(f"demo: run folder {d}; episode store {store.root}: {json.dumps(store.stats())}", flush=True)
     train_tokenizer(cfg)
@@ -132,12 +139,12 @@ def train_loop(cfg: RunConfig, progress: bool = True) -> dict:
     from .imagine import actors_for, evaluate_policy
     from .media import save_gif, upscale
     from .report import write_report
-    from .run import Logger, pick_device
+    from .run import Logger
     from .train import tok_span, train_dynamics, train_tokenizer
     from .train_agent import load_agent, train_finetune, train_imagination
 
     t0 = time.time()
-    d = prepare_run_dir(cfg)
+    d = start(cfg)
     timer = _Timer(d / "timings.json")
     with timer("collect_random"):
         store = ensure_episodes(cfg)
