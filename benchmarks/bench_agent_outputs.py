@@ -15,7 +15,9 @@ correlation of the predicted reward with the real one on those frames at the end
                 weights with fresh agent tokens, and a least-squares linear probe from h to the reward,
                 scored by its correlation on 64 held-out segments (does h carry the reward at all?)
 and, when the run has finished finetuning (checkpoints/finetune.pt), the same figures for its agent:
-  finetuned     spread of h, spread of the predicted reward next to the real one's, and their correlation
+  finetuned     spread of h, spread of the predicted reward next to the real one's, and their correlation;
+                the same for the reward summed over 8 steps (the multi-token heads 0..7 from one frame) on
+                32 held-out segments of 18 frames
 
     python benchmarks/bench_agent_outputs.py --run runs/dot_e --modes finetuned
 """
@@ -68,6 +70,28 @@ def main() -> None:
             "reward_true_std": round(held["rew"][m].std().item(), 5),
             "reward_corr": round(float(np.corrcoef(r[m].numpy(), held["rew"][m].numpy())[0, 1]), 3),
         }
+        # per step, a sparse reward (CarRacing: +3.4 per new tile among -0.2 steps) lands on one step or the
+        # next by chance, which caps any per-step correlation; the sum over 8 steps is what driving decides.
+        # From frame t, the multi-token heads n = 0..7 predict r_t .. r_{t+7}; their sum against the real one
+        L = min(8, heads.mtp + 1)
+        segs = encode_batch(
+            tok, to_device(SegmentSampler(store, 2 * L + 2, 32, "eval", 10, seed=0).sample(), dev), False, dev
+        )
+        with torch.no_grad():
+            h = agent_out(dyn, segs)
+            T, pred, real = h.shape[1], [], []
+            for t in range(1, T - L + 1):
+                ok = segs["has_act"][:, t : t + L].all(1)
+                pred.append(sum(heads.reward_mean(h[:, t], n) for n in range(L))[ok])
+                real.append(segs["rew"][:, t : t + L].sum(1)[ok])
+        pred, real = torch.cat(pred).numpy(), torch.cat(real).numpy()
+        out["finetuned"].update(
+            {
+                f"reward_sum{L}_pred_mean_std": [round(float(pred.mean()), 3), round(float(pred.std()), 3)],
+                f"reward_sum{L}_true_mean_std": [round(float(real.mean()), 3), round(float(real.std()), 3)],
+                f"reward_sum{L}_corr": round(float(np.corrcoef(pred, real)[0, 1]), 3),
+            }
+        )
     if "probe" in modes:
         torch.manual_seed(0)
         dyn, _ = build_agent(cfg, tok, bins)

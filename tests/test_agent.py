@@ -27,8 +27,8 @@ def test_twohot_round_trip_and_edges():
     enc = twohot(y, bins)
     assert torch.allclose(enc.sum(-1), torch.ones(len(y)))
     assert ((enc > 0).sum(-1) <= 2).all()
-    dec = symexp((enc * bins).sum(-1))
-    assert torch.allclose(dec, y, rtol=1e-4, atol=1e-4)
+    dec = (enc * symexp(bins)).sum(-1)  # the weights interpolate in value space: exact round trip
+    assert torch.allclose(dec, y, rtol=1e-5, atol=1e-5)
     # a target exactly on the last bin, and beyond it, keeps its FULL weight on the last bin
     top = symexp(bins[-1])
     for v in (top, top * 10, torch.tensor(1e30)):
@@ -40,7 +40,25 @@ def test_twohot_round_trip_and_edges():
     logits = torch.full((1, len(bins)), -30.0)
     logits[0, -1] = 30.0
     assert twohot_loss(logits, top[None] * 10, bins).item() < 1e-6
-    assert torch.allclose(twohot_mean(torch.log(enc + 1e-12), bins), y, rtol=1e-3, atol=1e-3)
+    assert torch.allclose(twohot_mean(torch.log(enc + 1e-12), bins), y, rtol=1e-4, atol=1e-4)
+
+
+def test_twohot_mean_is_the_expected_value():
+    bins = twohot_bins()
+    assert torch.equal(bins, -bins.flip(0)) and bins[len(bins) // 2].item() == 0.0  # mirrored exactly
+    # a uniform distribution over bins reaching +-5e8 reads exactly 0 (the mirror-pair sum)
+    assert twohot_mean(torch.zeros(4, len(bins)), bins).abs().max().item() == 0.0
+    # a sparse reward: +3.2 one step in 10, -0.2 otherwise; by hand 0.1 * 3.2 - 0.9 * 0.2 = 0.14 (the mean in
+    # symlog space would read symexp(0.1 * ln 4.2 - 0.9 * ln 1.2) = -0.0205)
+    p = 0.1 * twohot(torch.tensor(3.2), bins) + 0.9 * twohot(torch.tensor(-0.2), bins)
+    assert abs(twohot_mean(torch.log(p + 1e-12), bins).item() - 0.14) < 1e-5
+    # and the cross-entropy against that mixture of targets is lowest at the mixture itself
+    logits = torch.log(p + 1e-12).requires_grad_(True)
+    loss = 0.1 * twohot_loss(logits, torch.tensor(3.2), bins) + 0.9 * twohot_loss(
+        logits, torch.tensor(-0.2), bins
+    )
+    loss.backward()
+    assert logits.grad.abs().max().item() < 1e-5
 
 
 def test_lambda_returns_by_hand_with_termination():
