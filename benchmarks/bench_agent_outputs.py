@@ -32,8 +32,9 @@ import torch.nn.functional as F
 
 from minidreamer4.agent import twohot_loss
 from minidreamer4.data import EpisodeStore, SegmentSampler
+from minidreamer4.latents import sample_with_latents
 from minidreamer4.run import episodes_dir, load_checkpoint, load_run_config
-from minidreamer4.train import encode_batch, load_tokenizer, to_device
+from minidreamer4.train import load_tokenizer
 from minidreamer4.train_agent import build_agent, load_agent
 
 
@@ -48,9 +49,7 @@ def main() -> None:
     tok = load_tokenizer(cfg)
     store = EpisodeStore(episodes_dir(cfg))  # the run's store: data.dir when it was set
     bins = tuple(store.reference()["action_spec"]["bins"])
-    held = encode_batch(
-        tok, to_device(SegmentSampler(store, 10, 32, "eval", 10, seed=0).sample(), dev), False, dev
-    )
+    held = sample_with_latents(tok, SegmentSampler(store, 10, 32, "eval", 10, seed=0), dev)
     phase1 = load_checkpoint(f"{a.run}/checkpoints/dynamics.pt")["model"]
 
     def agent_out(dyn, b):
@@ -74,9 +73,7 @@ def main() -> None:
         # next by chance, which caps any per-step correlation; the sum over 8 steps is what driving decides.
         # From frame t, the multi-token heads n = 0..7 predict r_t .. r_{t+7}; their sum against the real one
         L = min(8, heads.mtp + 1)
-        segs = encode_batch(
-            tok, to_device(SegmentSampler(store, 2 * L + 2, 32, "eval", 10, seed=0).sample(), dev), False, dev
-        )
+        segs = sample_with_latents(tok, SegmentSampler(store, 2 * L + 2, 32, "eval", 10, seed=0), dev)
         with torch.no_grad():
             h = agent_out(dyn, segs)
             T, pred, real = h.shape[1], [], []
@@ -101,7 +98,7 @@ def main() -> None:
             hs, rs = [], []
             with torch.no_grad():
                 for _ in range(n):
-                    b = encode_batch(tok, to_device(sampler.sample(), dev), False, dev)
+                    b = sample_with_latents(tok, sampler, dev)
                     m = b["has_act"]
                     hs.append(agent_out(dyn, b)[m])
                     rs.append(b["rew"][m])
@@ -134,7 +131,7 @@ def main() -> None:
                     spread.append(round(agent_out(dyn, held).std(0).mean().item(), 3))
             if step == a.steps:
                 break
-            b = encode_batch(tok, to_device(train.sample(), dev), False, dev)
+            b = sample_with_latents(tok, train, dev)
             h = agent_out(dyn, b)
             h_rew = h if mode.startswith("reward") else h.detach()
             h_cont = h if mode == "continuation" else h.detach()

@@ -24,8 +24,9 @@ import torch
 from minidreamer4.config import RunConfig
 from minidreamer4.data import EpisodeStore, SegmentSampler
 from minidreamer4.envs.dottrack import DotTrackEnv
+from minidreamer4.latents import sample_with_latents
 from minidreamer4.run import episodes_dir, load_run_config
-from minidreamer4.train import encode_batch, load_dynamics, load_tokenizer, to_device
+from minidreamer4.train import load_dynamics, load_tokenizer
 
 ACTIONS = {"right": (1.0, 0.0), "left": (-1.0, 0.0), "up": (0.0, 1.0), "down": (0.0, -1.0)}
 
@@ -86,7 +87,7 @@ def held_out_contexts(tok, cfg: RunConfig, n: int, length: int = 8, seed: int = 
     sampler = SegmentSampler(
         EpisodeStore(episodes_dir(cfg)), length, n, "eval", cfg.data.holdout_every, seed=seed
     )
-    return encode_batch(tok, to_device(sampler.sample(), dev), False, dev)
+    return sample_with_latents(tok, sampler, dev)
 
 
 def main() -> None:

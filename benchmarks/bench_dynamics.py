@@ -25,17 +25,9 @@ import torch
 
 from minidreamer4.config import parse_overrides, preset, replace
 from minidreamer4.data import EpisodeStore, SegmentSampler
+from minidreamer4.latents import LatentCache, tok_span, with_latents
 from minidreamer4.run import run_dir
-from minidreamer4.train import (
-    LatentCache,
-    build_dynamics,
-    encode_batch,
-    load_tokenizer,
-    make_optimizer,
-    to_device,
-    tok_span,
-    train_dynamics,
-)
+from minidreamer4.train import build_dynamics, load_tokenizer, make_optimizer, to_device, train_dynamics
 
 
 def train_speed(cfg, tok, store, steps=10) -> dict:
@@ -60,7 +52,7 @@ def train_speed(cfg, tok, store, steps=10) -> dict:
 
     out = {}
     for name, get in (
-        ("encode_each_batch", lambda i: encode_batch(tok, to_device(raws[i], dev), False, dev)),
+        ("encode_each_batch", lambda i: with_latents(tok, to_device(raws[i], dev))),
         ("latent_cache", lambda i: batches[i]),
     ):
         times = []

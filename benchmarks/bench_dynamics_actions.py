@@ -22,8 +22,9 @@ from pathlib import Path
 import torch
 
 from minidreamer4.data import EpisodeStore, SegmentSampler
+from minidreamer4.latents import sample_with_latents
 from minidreamer4.run import episodes_dir, load_checkpoint, load_run_config
-from minidreamer4.train import build_dynamics, encode_batch, load_tokenizer, to_device
+from minidreamer4.train import build_dynamics, load_tokenizer
 
 
 def main() -> None:
@@ -41,7 +42,7 @@ def main() -> None:
     dyn.load_state_dict(ck["model"])
     dyn.eval()
     sampler = SegmentSampler(store, 8, a.segments, "eval", cfg.data.holdout_every, seed=0)
-    b = encode_batch(tok, to_device(sampler.sample(), dev), False, dev)
+    b = sample_with_latents(tok, sampler, dev)
 
     def losses(act: torch.Tensor) -> dict:
         torch.manual_seed(0)  # the same noise levels and noise for every variant

@@ -104,6 +104,39 @@ def test_bootstrap_loss_uses_two_half_steps(monkeypatch):
     assert not is_flow.any() and torch.allclose(per_frame, expect, atol=1e-5)
 
 
+def test_bootstrap_teacher_keeps_the_students_context(monkeypatch):
+    """Frames that are not bootstrap targets reach both teacher passes as the student saw them; only the
+    bootstrap frames take the half steps. No pass is ever fed the clean level 1.0 (never trained)."""
+    m = _model()
+    z, act, has = _inputs()
+    z1 = m.pack(z)
+    tau = torch.tensor([[0.875, 0.5, 0.75, 0.0, 0.25]] * 2)
+    d = torch.tensor([[0.125, 0.25, 0.125, 0.5, 0.25]] * 2)  # k_max 8: 0.125 is the finest (flow) step
+    monkeypatch.setattr(D, "sample_levels", lambda shape, k_max, device=None, flow_frac=0: (tau, d))
+    levels = []
+    level_tokens = m.level_tokens
+    record = lambda t, s: (levels.append(t.max().item()), level_tokens(t, s))[1]
+    monkeypatch.setattr(m, "level_tokens", record)
+    torch.manual_seed(5)
+    per_frame, _, is_flow, _ = m._shortcut_loss(z1, act, has)
+    assert max(levels) < 1.0
+    torch.manual_seed(5)
+    z0 = torch.randn_like(z1)
+    tb = tau[..., None, None]
+    zt = (1 - tb) * z0 + tb * z1
+    boot = d > 0.125
+    half = torch.where(boot, d / 2, d)
+    b1 = (m.forward_tokens(zt, tau, half, act, has) - zt) / (1 - tb)
+    zm = zt + b1 * (d / 2)[..., None, None]
+    z_in = torch.where(boot[..., None, None], zm, zt)  # flow frames keep the student's input
+    f2 = m.forward_tokens(z_in, torch.where(boot, tau + half, tau), half, act, has)
+    b2 = (f2 - zm) / (1 - (tau + d / 2))[..., None, None]
+    target = torch.where(boot[..., None, None], zt + (1 - tb) * (b1 + b2) / 2, z1)
+    pred = m.forward_tokens(zt, tau, d, act, has)
+    expect = (pred - target).pow(2).mean(dim=(2, 3))
+    assert torch.equal(is_flow, ~boot) and torch.allclose(per_frame, expect, atol=1e-5)
+
+
 def test_kv_cache_sampling_equals_recompute():
     m = _model()
     z, act, has = _inputs(T=6)

@@ -126,34 +126,3 @@ def test_dynamics_stage_dream_command_and_actions_matter(tiny_cfg):
         torch.manual_seed(0)  # the same noise: only the actions differ
         dreams.append(dyn.dream(z, b["act"], b["has_act"], torch.full((2, 5, 2), a)))
     assert (dreams[0] - dreams[1]).abs().mean() > 1e-3 * dreams[0].abs().mean()
-
-
-def test_latent_cache_matches_encoding_the_chunks(tiny_cfg):
-    from minidreamer4.data import EpisodeStore, SegmentSampler
-    from minidreamer4.run import episodes_dir
-    from minidreamer4.train import LatentCache, build_tokenizer
-
-    ensure_episodes(tiny_cfg)
-    store = EpisodeStore(episodes_dir(tiny_cfg))
-    tok = build_tokenizer(tiny_cfg, store.reference()["obs_shape"]).eval()
-    tok.train_seq_len = 3  # chunks of 3 frames
-    sampler = SegmentSampler(store, 5, 4, "train", tiny_cfg.data.holdout_every, seed=0)
-    cache = LatentCache(tok, False, torch.device("cpu"), chunks_per_call=2)  # several calls per episode
-    raw = sampler.sample(index=True)
-    batch = cache.batch(sampler, raw)
-    assert "obs" not in batch and batch["act"].shape[:2] == batch["z"].shape[:2] == (4, 5)
-    for i, (k, s) in enumerate(zip(raw["ep"], raw["start"])):
-        obs = torch.from_numpy(sampler.episodes[k]["obs"]).float() / 255.0
-        assert torch.equal(
-            torch.from_numpy(raw["obs"][i]), torch.from_numpy(sampler.episodes[k]["obs"][s : s + 5])
-        )
-        # frame t's latent is the encoding of its chunk [3 (t // 3), 3 (t // 3) + 3) from a fresh start
-        with torch.no_grad():
-            for t in range(s, s + 5):
-                c = 3 * (t // 3)
-                chunk = obs[c : c + 3]
-                if len(chunk) < 3:  # the last chunk is padded with copies of the last frame
-                    chunk = torch.cat([chunk, chunk[-1:].expand(3 - len(chunk), *chunk.shape[1:])])
-                want = tok.encode(chunk[None])[0, t - c]
-                assert torch.allclose(batch["z"][i, t - s], want, atol=1e-5)
-    assert set(cache.z) <= set(sampler.episodes)  # only episodes the sampler holds are cached

@@ -100,8 +100,9 @@ def run_bench(
     from .dynamics import Dynamics
     from .envs import make_env_from_config
     from .imagine import actors_for, imagine
+    from .latents import with_latents
     from .tokenizer import Tokenizer
-    from .train import encode_batch, make_optimizer
+    from .train import make_optimizer
 
     torch.manual_seed(cfg.seed)
     env = make_env_from_config(cfg.env)
@@ -147,7 +148,7 @@ def run_bench(
     B, T = dc.batch or cfg.data.batch, dc.seq_len or cfg.data.seq_len
     dyn = Dynamics(cfg.dynamics, tok.cfg.latents, tok.cfg.bottleneck, bins).to(device)
     opt = make_optimizer(dyn, dc)
-    dbatch = encode_batch(tok, synthetic_batch(B, T, obs_shape, A, device, 1), bf16, device)
+    dbatch = with_latents(tok, synthetic_batch(B, T, obs_shape, A, device, 1), bf16)
     out |= measure("dynamics", dyn, opt, dbatch, B * T)
 
     # imagination: rollouts in the world model with agent tokens, then the RL loss step
@@ -157,7 +158,7 @@ def run_bench(
     a = cfg.agent
     adyn, heads = build_agent(cfg, tok, bins)
     adyn, heads = adyn.to(device).eval(), heads.to(device)
-    ctx = encode_batch(tok, synthetic_batch(a.rollouts, a.context, obs_shape, A, device, 2), bf16, device)
+    ctx = with_latents(tok, synthetic_batch(a.rollouts, a.context, obs_shape, A, device, 2), bf16)
     hopt = torch.optim.AdamW([*heads.policy.parameters(), *heads.value.parameters()], lr=1e-4)
 
     def rl_step():
@@ -218,7 +219,7 @@ def _dream_fps(tok, dyn, context: int, A: int, device: torch.device, bf16: bool,
     """Frames/s of dreaming once `context` frames are in the KV cache: per new frame, K denoising passes,
     one pass that adds it to the context, and decoding it to pixels. The context prefill is not timed:
     this is the cost of a new frame, which should stay nearly flat as the context grows."""
-    from .train import tok_span
+    from .latents import tok_span
 
     z = torch.rand(1, context, tok.n_latents, tok.cfg.bottleneck, device=device) * 2 - 1
     act = torch.zeros(1, context, A, device=device)

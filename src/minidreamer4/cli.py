@@ -33,11 +33,10 @@ def cmd_collect(args: argparse.Namespace) -> None:
     _print_config(cfg)
     out = args.out or str(episodes_dir(cfg))
     env = make_env_from_config(cfg.env)
-    if args.policy != "random":
-        raise SystemExit(f"unknown policy {args.policy!r}; `collect` supports: random")
     rest = random_rest(cfg.env.id, env.action_spec.dims, cfg.data.random_rest)
+    policy = args.policy or cfg.data.policy
     stats = collect(  # multi-agent: races
-        env, EpisodeStore(out), args.episodes, "random", seed=cfg.seed, hold=cfg.data.random_hold, rest=rest
+        env, EpisodeStore(out), args.episodes, policy, seed=cfg.seed, hold=cfg.data.random_hold, rest=rest
     )
     env.close()
     print(json.dumps({"out": out, **stats}))
@@ -81,8 +80,8 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_eval(args: argparse.Namespace) -> None:
     from .envs import make_env_from_config
     from .imagine import actors_for, evaluate_policy
+    from .latents import tok_span
     from .run import load_run_config, pick_device
-    from .train import tok_span
     from .train_agent import load_agent
 
     cfg = load_run_config(args.run)
@@ -135,7 +134,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--episodes", type=int, default=10, help="episodes (multi-agent envs: races, one episode per agent)"
     )
-    s.add_argument("--policy", default="random", help="random (the agent's policy comes with `train`)")
+    s.add_argument(
+        "--policy",
+        default="",
+        help="random | explore | driver (CarRacing-v3's scripted driver) or a mix, 'driver:1,explore:1' "
+        "(default: data.policy)",
+    )
     s.add_argument("--out", default="", help="episode store folder (default: <run folder>/episodes)")
     C.add_config_flags(s)
     s.set_defaults(fn=cmd_collect)

@@ -3,6 +3,13 @@
 Episode i of a collection with seed s resets the env with seed s * 1_000_003 + i and draws random actions
 from a generator seeded with (s, i): the same seed gives the same data, and appending more episodes later
 continues with new seeds instead of repeating old ones.
+
+Data sources (`data.policy`, `minidreamer4 collect --policy`), or a mix of them, "driver:1,explore:1":
+- random   uniform random actions, optionally held (`data.random_hold`) or resting (`data.random_rest`);
+- explore  temporally correlated random actions: each dimension a smooth random process around an
+           env-specific centre (CarRacing: gas mostly on, brake released), see explore_policy;
+- driver   CarRacing-v3's scripted driver with held random steering perturbations (envs/driver.py), the
+           demonstrations: the only source that reads the env's internal state.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .data import EpisodeStore
-from .envs import MultiPixelEnv, PixelEnv, bins_to_action
+from .envs import MultiPixelEnv, PixelEnv, action_to_bins, bins_to_action
 
 Policy = Callable[[np.ndarray], np.ndarray]  # float obs (C, H, W) -> action in [-1, 1]^A
 
@@ -49,6 +56,73 @@ def random_policy(
         return state["a"]
 
     return act
+
+
+# (ours) centre and scale of each action dimension for the explore policy, in [-1, 1] action units;
+# others: centre 0, scale 0.6. CarRacing: steering around straight, gas mostly on (env gas ~0.7),
+# brake mostly released (env brake 0 three steps in four)
+EXPLORE = {"CarRacing-v3": ((0.0, 0.4, -1.4), (0.7, 0.5, 0.6))}
+
+
+def explore_policy(env: PixelEnv, rng: np.random.Generator, corr: float = 0.9) -> Policy:
+    """Temporally correlated random actions: a_k = clip(centre_k + scale_k u_k, -1, 1) with u_k a unit-
+    variance AR(1) process, u <- corr u + sqrt(1 - corr^2) eps. Steps 10 apart are still correlated e^-1:
+    the car keeps turning one way long enough for the view to turn, where i.i.d. draws average out.
+    Discrete dimensions take the nearest bin."""
+    spec = env.action_spec
+    centre, scale = EXPLORE.get(env.env_id, ((0.0,) * spec.dims, (0.6,) * spec.dims))
+    centre, scale = np.asarray(centre, np.float32), np.asarray(scale, np.float32)
+    state = {"u": rng.standard_normal(spec.dims)}
+
+    def act(_obs: np.ndarray) -> np.ndarray:
+        state["u"] = corr * state["u"] + np.sqrt(1 - corr**2) * rng.standard_normal(spec.dims)
+        a = np.clip(centre + scale * state["u"], -1, 1).astype(np.float32)
+        if spec.kind != "box":
+            bins = np.asarray(spec.bins, np.float32)
+            a = bins_to_action(action_to_bins(a, bins), bins).astype(np.float32)
+        return a
+
+    def reset() -> None:
+        state["u"] = rng.standard_normal(spec.dims)
+
+    act.reset = reset  # type: ignore[attr-defined]
+    return act
+
+
+SOURCES = ("random", "explore", "driver")
+
+
+def parse_sources(spec: str) -> list[tuple[str, float]]:
+    """'driver' or 'driver:1,explore:3' -> [(name, weight)], weights normalised to sum 1."""
+    out = []
+    for part in spec.split(","):
+        name, _, w = part.strip().partition(":")
+        if name not in SOURCES:
+            raise ValueError(f"unknown data source {name!r} in {spec!r}; choose from {', '.join(SOURCES)}")
+        try:
+            weight = float(w) if w else 1.0
+        except ValueError:
+            raise ValueError(f"data source weights must be numbers: {spec!r}") from None
+        if weight < 0:
+            raise ValueError(f"data source weights must be >= 0: {spec!r}")
+        out.append((name, weight))
+    total = sum(w for _, w in out)
+    if total <= 0:
+        raise ValueError(f"data source weights sum to 0: {spec!r}")
+    return [(n, w / total) for n, w in out]
+
+
+def source_policy(
+    name: str, env: PixelEnv, rng: np.random.Generator, hold: int = 1, rest: tuple[float, ...] = ()
+) -> Policy:
+    """One of SOURCES as a policy for env."""
+    if name == "random":
+        return random_policy(env, rng, hold, rest)
+    if name == "explore":
+        return explore_policy(env, rng)
+    from .envs.driver import CarRacingDriver
+
+    return CarRacingDriver(env, rng)
 
 
 def run_episode(env: PixelEnv, policy: Policy, seed: int) -> dict[str, np.ndarray]:
@@ -118,6 +192,7 @@ def episode_meta(env: PixelEnv, seed: int, policy: str, extra: dict | None = Non
         "action_spec": env.action_spec.to_dict(),
         "action_repeat": env.action_repeat,
         "max_steps": env.max_steps,
+        "skip_start": env.skip_start,
         "seed": seed,
         "policy": policy,
         **(extra or {}),
@@ -136,11 +211,12 @@ def collect(
     rest: tuple[float, ...] = (),
 ) -> dict:
     """Runs `episodes` episodes and appends each to the store as soon as it ends. Returns summary stats.
-    In a multi-agent env every agent's stream is its own episode in the store (`agent` in its metadata),
-    and `policy` is "random" or one policy per agent; `hold` and `rest` are the random policy's (see
-    random_policy)."""
+    `policy`: a data source or a mix of them (module docstring: each episode draws its source by the
+    weights), or a policy (one per agent in a multi-agent env). In a multi-agent env every agent's
+    stream is its own episode in the store (`agent` in its metadata); `hold` and `rest` are the random
+    policy's (see random_policy)."""
     multi = isinstance(env, MultiPixelEnv)
-    name = policy if isinstance(policy, str) else (policy_name or "agent")
+    sources = parse_sources(policy) if isinstance(policy, str) else None
     returns, steps, t0 = [], 0, time.perf_counter()
     bar = tqdm(
         total=episodes, desc=f"collect {env.env_id}", unit="ep", disable=not progress, dynamic_ncols=True
@@ -149,18 +225,28 @@ def collect(
         idx = store.indices()
         i = idx[-1] + 1 if idx else 0  # the index store.add will give this (first) episode
         ep_seed = seed * 1_000_003 + i
+        name = policy_name or "agent"
+        if sources is not None:  # one source for the whole episode (a single source draws nothing)
+            pick = np.random.default_rng([seed, i, 7]).choice(len(sources), p=[w for _, w in sources])
+            name = sources[int(pick)][0] if len(sources) > 1 else sources[0][0]
         if multi:
             n = env.num_agents
-            pols = [random_policy(env, np.random.default_rng([seed, i, k]), hold, rest) for k in range(n)]
-            eps = run_multi_episode(env, pols if policy == "random" else policy, ep_seed)
+            if sources is not None:
+                if name == "driver":
+                    raise ValueError("the driver drives CarRacing-v3 only, not a multi-agent env")
+                rngs = [np.random.default_rng([seed, i, k]) for k in range(n)]
+                pols = [source_policy(name, env, r, hold, rest) for r in rngs]
+            else:
+                pols = policy
+            eps = run_multi_episode(env, pols, ep_seed)
             metas = [{"agent": k, "num_agents": n, "race": e} for k in range(n)]
         else:
             rng = np.random.default_rng([seed, i])
-            pol = random_policy(env, rng, hold, rest) if policy == "random" else policy
+            pol = source_policy(name, env, rng, hold, rest) if sources is not None else policy
             eps, metas = [run_episode(env, pol, ep_seed)], [{}]
         for ep, extra in zip(eps, metas):
             ret = float(ep["rew"].sum())
-            if policy == "random" and rest:
+            if name == "random" and rest:
                 extra = {**extra, "random_rest": list(rest)}
             store.add(ep, episode_meta(env, ep_seed, name, {"return": ret, **extra}))
             returns.append(ret)

@@ -23,6 +23,7 @@ class EnvConfig:
     max_steps: int = 500  # episode time limit, in agent steps (after action repeat)
     action_bins: int = 11  # bins per continuous action dimension (discrete spaces use their own sizes)
     agents: int = 2  # cars in MultiCarRacing-v0 (multi-agent envs only; one shared world model and policy)
+    skip_start: int = -1  # env steps after reset taken with a no-op and not observed; -1: envs.SKIP_START
 
 
 @dataclass
@@ -32,7 +33,10 @@ class DataConfig:
     batch: int = 8  # segments per batch
     memory_gb: float = 4.0  # episodes kept in RAM by the sampler; the oldest are dropped beyond this
     holdout_every: int = 10  # episode index % holdout_every == 0 is held out for evaluation
-    collect_episodes: int = 20  # random-policy episodes to collect when the store is empty
+    collect_episodes: int = 20  # episodes of data.policy to collect when the store is empty
+    # the first collection's source: random | explore | driver (CarRacing) or a mix, "driver:1,explore:1"
+    # (collect.py); the loop's later collections use the agent's own policy
+    policy: str = "random"
     random_hold: int = 1  # the random policy keeps each action 1..random_hold steps (1: new each step)
     # (ours) per action dimension, the chance that the exploring random policy leaves it at its lowest value
     # (comma-separated, or one value for all); "auto": the env's own (envs.RANDOM_REST), "0": uniform

@@ -271,13 +271,27 @@ class Dynamics(nn.Module):
         else:
             pred = self.forward_tokens(z_tau, tau, d, act, has_act)  # x-prediction: z1_hat
         is_flow = d <= 1.0 / k_max
-        with torch.no_grad():  # bootstrap target, stop-gradient (METHOD.md 2)
-            half = torch.where(is_flow, d, d / 2)  # flow frames' halves are unused: keep them on the grid
-            f1 = self.forward_tokens(z_tau, tau, half, act, has_act)
-            target = shortcut_target(
-                z_tau, tb, db, f1, lambda z_mid: self.forward_tokens(z_mid, tau + half, half, act, has_act)
-            )
-            target = torch.where(is_flow[..., None, None], z1, target)  # d = d_min: plain x-loss on z1
+        boot = ~is_flow
+        if boot.any():
+            with torch.no_grad():  # bootstrap target, stop-gradient (METHOD.md 2)
+                # The teacher's two half steps move ONLY the bootstrap frames; every other frame stays at
+                # the (z_tau, tau, d) the student saw, so a frame's teacher reads the student's context.
+                # (Moving every frame fed flow frames at tau = 63/64 to their context at level 64/64,
+                # whose embedding never trains, and showed each frame a context the student never saw.)
+                # Bootstrap frames that are context for later bootstrap frames still move with them:
+                # exact teachers would need a pass per frame.
+                half = torch.where(boot, d / 2, d)
+                bb = boot[..., None, None]
+                f1 = self.forward_tokens(z_tau, tau, half, act, has_act)
+
+                def second_half(z_mid: Tensor) -> Tensor:
+                    z_in = torch.where(bb, z_mid, z_tau)
+                    return self.forward_tokens(z_in, torch.where(boot, tau + half, tau), half, act, has_act)
+
+                target = shortcut_target(z_tau, tb, db, f1, second_half)
+                target = torch.where(bb, target, z1)  # d = d_min: plain x-loss on z1
+        else:  # every frame at the finest step: no teacher passes needed
+            target = z1
         per_frame = (pred.float() - target.float()).pow(2).mean(dim=(2, 3))  # (B, T)
         return per_frame, ramp_weight(tau, self.cfg.ramp), is_flow, agent
 

@@ -16,6 +16,7 @@ from torch import Tensor
 from .agent import AgentHeads, lambda_returns, pmpo_loss, twohot_loss
 from .dynamics import Dynamics
 from .envs import MultiPixelEnv, PixelEnv, action_to_bins, bins_to_action
+from .latents import StreamEncoder
 from .tokenizer import Tokenizer
 
 
@@ -135,12 +136,13 @@ class Actor:
         self.reset()
 
     def reset(self) -> None:
-        self.tcache, self.dcache, self.prev = self.tok.new_cache(), self.dyn.new_cache(), None
+        self.encoder = StreamEncoder(self.tok, self.span)  # the encoding rule (latents.py), one stream
+        self.dcache, self.prev = self.dyn.new_cache(), None
 
     @torch.no_grad()
     def __call__(self, obs: np.ndarray) -> np.ndarray:
         frame = torch.from_numpy(obs).to(self.device)[None, None]  # (1, 1, C, H, W)
-        z = self.tok.encode(frame, cache=self.tcache, window=self.span - 1)
+        z = self.encoder.step(frame)
         A = len(self.dyn.action_bins)
         prev = torch.zeros(1, 1, A, device=self.device) if self.prev is None else self.prev[None, None]
         has = torch.tensor([[self.prev is not None]], device=self.device)

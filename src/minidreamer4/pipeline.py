@@ -23,8 +23,8 @@ def start(cfg: RunConfig) -> Path:
 
 
 def ensure_episodes(cfg: RunConfig) -> EpisodeStore:
-    """Stage 1: random-interaction episodes, collected only up to data.collect_episodes (under torchrun by
-    rank 0 alone, while the others wait)."""
+    """Stage 1: episodes of data.policy (random interaction by default), collected only up to
+    data.collect_episodes (under torchrun by rank 0 alone, while the others wait)."""
     store = EpisodeStore(episodes_dir(cfg))
     missing = cfg.data.collect_episodes - len(store)
     if missing > 0 and dist.is_main():
@@ -32,7 +32,8 @@ def ensure_episodes(cfg: RunConfig) -> EpisodeStore:
         per_run = getattr(env, "num_agents", 1)  # a multi-agent race stores one episode per agent
         rest = random_rest(cfg.env.id, env.action_spec.dims, cfg.data.random_rest)
         n = -(-missing // per_run)
-        stats = collect(env, store, n, "random", seed=cfg.seed, hold=cfg.data.random_hold, rest=rest)
+        d = cfg.data
+        stats = collect(env, store, n, d.policy, seed=cfg.seed, hold=d.random_hold, rest=rest)
         env.close()
         print("collect:", json.dumps(stats), flush=True)
     dist.barrier()
@@ -137,10 +138,11 @@ def train_loop(cfg: RunConfig, progress: bool = True) -> dict:
 
     from .collect import random_policy
     from .imagine import actors_for, evaluate_policy
+    from .latents import tok_span
     from .media import save_gif, upscale
     from .report import write_report
     from .run import Logger
-    from .train import tok_span, train_dynamics, train_tokenizer
+    from .train import train_dynamics, train_tokenizer
     from .train_agent import load_agent, train_finetune, train_imagination
 
     t0 = time.time()

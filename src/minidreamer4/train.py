@@ -19,6 +19,7 @@ from . import distributed as dist
 from .config import RunConfig, TrainConfig, to_dict
 from .data import EpisodeStore, SegmentSampler
 from .dynamics import Dynamics
+from .latents import LatentCache, tok_span
 from .media import grid, save_gif, save_png, side_by_side, stack_frames, to_uint8_hwc, upscale
 from .run import (
     Logger,
@@ -348,62 +349,8 @@ def build_dynamics(cfg: RunConfig, tok: Tokenizer, action_spec: dict) -> Dynamic
     return Dynamics(cfg.dynamics, tok.cfg.latents, tok.cfg.bottleneck, tuple(action_spec["bins"]))
 
 
-def encode_batch(tok: Tokenizer, batch: dict, bf16: bool, device: torch.device) -> dict:
-    """Adds clean latents z (B, T, N_l, d_b) of the frozen tokenizer to a batch (no gradient)."""
-    with torch.no_grad(), torch.autocast(device.type, torch.bfloat16, enabled=bf16):
-        z = tok.encode_long(batch["obs"].float() / 255.0, tok_span(tok))
-    return {**batch, "z": z.float()}
-
-
-def tok_span(tok: Tokenizer) -> int:
-    return getattr(tok, "train_seq_len", 8)
-
-
-class LatentCache:
-    """Latents of the frozen tokenizer for every frame of an episode, encoded once, the first time a batch
-    touches the episode. Encoding each training batch again took ~40% of a small dynamics model's step.
-
-    An episode is cut into chunks of `span` frames (the tokenizer's training length) encoded as one batch,
-    each chunk from a fresh start as the tokenizer was trained; latents are kept in float32 on the device
-    (N_l x d_b x 4 bytes per frame: 2 KB at the `cpu` preset, a sixth of a 64x64 frame)."""
-
-    def __init__(self, tok: Tokenizer, bf16: bool, device: torch.device, chunks_per_call: int = 64):
-        self.tok, self.bf16, self.device, self.per_call = tok, bf16, device, chunks_per_call
-        self.span = tok_span(tok)
-        self.z: dict[int, torch.Tensor] = {}
-
-    def episode(self, key: int, obs: np.ndarray) -> torch.Tensor:
-        """obs (L, C, H, W) uint8 -> latents (L, N_l, d_b), encoded on first use."""
-        if key not in self.z:
-            L, S = len(obs), self.span
-            x = torch.from_numpy(obs).to(self.device)
-            pad = (-L) % S  # the last chunk is padded by repeating the last frame, then cut off
-            if pad:
-                x = torch.cat([x, x[-1:].expand(pad, *x.shape[1:])])
-            chunks = x.reshape(-1, S, *x.shape[1:])  # (L / S, S, C, H, W)
-            out = []
-            with torch.no_grad(), torch.autocast(self.device.type, torch.bfloat16, enabled=self.bf16):
-                for i in range(0, len(chunks), self.per_call):
-                    out.append(self.tok.encode(chunks[i : i + self.per_call].float() / 255.0).float())
-            self.z[key] = torch.cat(out).flatten(0, 1)[:L]
-        return self.z[key]
-
-    def batch(self, sampler: SegmentSampler, raw: dict[str, np.ndarray]) -> dict:
-        """A sampled batch (sampler.sample(index=True)) -> on the device, with clean latents z (B, T, N_l,
-        d_b) in place of the frames. Episodes the sampler has dropped leave the cache too."""
-        T = raw["obs"].shape[1]
-        z = [self.episode(k, sampler.episodes[k]["obs"])[s : s + T] for k, s in zip(raw["ep"], raw["start"])]
-        for k in [k for k in self.z if k not in sampler.episodes]:
-            del self.z[k]
-        skip = ("obs", "ep", "start")
-        return {
-            **to_device({k: v for k, v in raw.items() if k not in skip}, self.device),
-            "z": torch.stack(z),
-        }
-
-
 def train_dynamics(cfg: RunConfig, progress: bool = True) -> Dynamics:
-    from .dream import HORIZONS, dream_media, horizon_summary, open_loop
+    from .dream import HORIZONS, dream_media, horizon_summary, open_loop, shuffle_ratio
 
     run, device, bf16 = setup(cfg)
     tok = load_tokenizer(cfg, device)
@@ -431,7 +378,8 @@ def train_dynamics(cfg: RunConfig, progress: bool = True) -> Dynamics:
     ctx = min(dc.context, 8, max(1, longest // 3))
     hor = min(max(HORIZONS), longest - ctx)
     held_ol = SegmentSampler(store, ctx + hor, 8, "eval", cfg.data.holdout_every, seed=cfg.seed + 3)
-    eval_batch = to_device(held_ol.sample(), device)
+    latents = LatentCache(tok, bf16, device)
+    eval_batch = latents.batch(held_ol, held_ol.sample(index=True), keep_obs=True)
     state = StageState(run / "checkpoints" / "dynamics.pt", cfg, {"model": model}, opt, short)
     if state.resume(device):
         print(f"dynamics: resuming from step {state.step} ({state.path})", flush=True)
@@ -448,20 +396,31 @@ def train_dynamics(cfg: RunConfig, progress: bool = True) -> Dynamics:
         model.eval()
         torch.manual_seed(1234)  # the same noise every eval: comparable numbers
         res = open_loop(tok, model, eval_batch, ctx, hor, tok_span(tok))
+        # does the dream follow the actions? the same contexts dreamed with other segments' actions
+        sh, *_ = shuffle_ratio(tok, model, eval_batch, ctx, hor, tok_span(tok), seed=1234)
         model.train()
         m = horizon_summary(res["psnr"])
+        hs = [h for h in HORIZONS if h <= hor]
+        for h in hs:
+            m[f"shuffle_ratio_latent_h{h}"] = sh["latent_ratio"][h - 1]
+            m[f"shuffle_ratio_pixel_h{h}"] = sh["pixel_ratio"][h - 1]
         logger.log("dynamics/eval", state.step, m | {"minutes": state.elapsed / 60})
         dream_media(run / "media", res, tag="dream_real_actions")
+        hr = max(h for h in hs if h <= 8)
         tqdm.write(
             f"dynamics eval step {state.step}: open-loop PSNR "
             + " ".join(
                 f"h{h} {m[f'dream_psnr_h{h}']:.2f} (repeat {m[f'repeat_last_psnr_h{h}']:.2f}, "
                 f"tok {m[f'tokenizer_psnr_h{h}']:.2f})"
-                for h in HORIZONS
+                for h in hs
             )
+            + f"; action-shuffle ratio h{hr} {m[f'shuffle_ratio_latent_h{hr}']:.3f} (latent)"
         )
 
-    latents = LatentCache(tok, bf16, device)
+    fill_t = time.perf_counter()  # every training episode's latents, streamed side by side, up front
+    latents.fill(short, "encode episodes" if progress and dist.is_main() else None)
+    if state.step == 0:  # the encoding counts against the stage's minute budget (once, not per resume)
+        state.elapsed += time.perf_counter() - fill_t
     bar = BudgetBar("dynamics", tc, progress and dist.is_main())
     window, t_window, frames = [], time.perf_counter(), 0
     train_model = train_module(model, cfg, device)

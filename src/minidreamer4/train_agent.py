@@ -21,13 +21,12 @@ from .config import RunConfig, TrainConfig
 from .data import EpisodeStore, SegmentSampler
 from .dynamics import Dynamics
 from .imagine import act_to_idx, advantages, imagine, rl_losses
+from .latents import LatentCache
 from .run import Logger, episodes_dir, fmt_metrics, load_checkpoint, run_dir
 from .tokenizer import Tokenizer
 from .train import (
     BudgetBar,
-    LatentCache,
     StageState,
-    encode_batch,
     finish_stage,
     load_tokenizer,
     make_optimizer,
@@ -36,7 +35,6 @@ from .train import (
     optimizer_step,
     samplers,
     setup,
-    to_device,
     train_module,
 )
 
@@ -67,10 +65,10 @@ class _Pair(torch.nn.Module):
         self.dyn, self.heads = dyn, heads
 
     def forward(self, b: dict, heads_only: bool = False) -> tuple[torch.Tensor, dict]:
-        """b: an encoded batch (encode_batch). Dynamics loss (METHOD.md 2) + BC, reward and continuation
-        (METHOD.md 3, phase 2); both passes train the whole transformer. heads_only=True: the phase-2
-        losses of the heads alone on the agent outputs of the last full pass over the same batch (see
-        AgentConfig.head_updates)."""
+        """b: a batch with latents z (latents.LatentCache). Dynamics loss (METHOD.md 2) + BC, reward and
+        continuation (METHOD.md 3, phase 2); both passes train the whole transformer. heads_only=True:
+        the phase-2 losses of the heads alone on the agent outputs of the last full pass over the same
+        batch (see AgentConfig.head_updates)."""
         if heads_only:
             h, act_idx = self._last
             return bc_reward_losses(self.heads, h, act_idx, b["has_act"], b["rew"], b["term"])
@@ -127,7 +125,8 @@ def train_finetune(cfg: RunConfig, scale: int = 1, progress: bool = True) -> tup
     if state.resume(device):
         print(f"finetune: resuming from step {state.step}", flush=True)
     logger = Logger(run, cfg, cfg.wandb)
-    eval_batch = encode_batch(tok, to_device(held.sample(), device), bf16, device)  # encoded once
+    latents = LatentCache(tok, bf16, device)
+    eval_batch = latents.batch(held, held.sample(index=True))  # fixed held-out batch
 
     train_pair = train_module(pair, cfg, device)
 
@@ -136,7 +135,6 @@ def train_finetune(cfg: RunConfig, scale: int = 1, progress: bool = True) -> tup
         with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
             return module(b, heads_only=heads_only)
 
-    latents = LatentCache(tok, bf16, device)
     bar = BudgetBar("finetune", tc, progress and dist.is_main())
     window = []
     while not state.done(tc):

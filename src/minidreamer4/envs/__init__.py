@@ -28,6 +28,27 @@ RECOMMENDED = ["CarRacing-v3", "DotTrack-v0", "MultiCarRacing-v0"]
 # random baseline that agents are scored against stays uniform.
 RANDOM_REST = {"CarRacing-v3": (0.0, 0.0, 0.9)}
 
+# env steps taken with a no-op action after every reset and never observed, per env (`env.skip_start`
+# -1). CarRacing-v3 zooms its camera in over the first 50 frames (1 s): frames no policy acts on later.
+SKIP_START: dict[str, int] = {}
+
+# two action sequences that should move the view apart, for the turn check of dream.action_effect: full
+# left and full right steering with the gas on (in [-1, 1] per dimension: brake -1 = released); other
+# envs: the first action dimension at -1 and at +1, the others at 0
+TURN_ACTIONS = {"CarRacing-v3": ((-1.0, 1.0, -1.0), (1.0, 1.0, -1.0))}
+
+
+def turn_actions(env_id: str, dims: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    if env_id in TURN_ACTIONS:
+        return TURN_ACTIONS[env_id]
+    rest = (0.0,) * (dims - 1)
+    return (-1.0, *rest), (1.0, *rest)
+
+
+def skip_start(env_id: str, setting: int = -1) -> int:
+    """env.skip_start: -1 -> the env's own (SKIP_START), else the number given."""
+    return SKIP_START.get(env_id, 0) if setting < 0 else setting
+
 
 def random_rest(env_id: str, dims: int, setting: str = "auto") -> tuple[float, ...]:
     """The random policy's per-dimension rest probabilities for `data.random_rest` (see RANDOM_REST):
@@ -80,6 +101,7 @@ def make_env(
     max_steps: int = 1000,
     action_bins: int = 11,
     agents: int = 2,
+    skip: int = -1,
 ) -> PixelEnv:
     """Makes the env `env_id` wrapped in PixelEnv (MultiPixelEnv for multi-agent envs, with `agents`
     agents). Unknown ids get an error listing the known ones."""
@@ -102,13 +124,21 @@ def make_env(
         except gym.error.DependencyNotInstalled as e:
             raise RuntimeError(f"{env_id} needs a dependency that is not installed: {e}") from e
     return PixelEnv(
-        env, env_id, size=size, action_repeat=action_repeat, max_steps=max_steps, action_bins=action_bins
+        env,
+        env_id,
+        size=size,
+        action_repeat=action_repeat,
+        max_steps=max_steps,
+        action_bins=action_bins,
+        skip_start=skip_start(env_id, skip),
     )
 
 
 def make_env_from_config(cfg) -> PixelEnv:
     """Makes the env of an EnvConfig."""
-    return make_env(cfg.id, cfg.size, cfg.action_repeat, cfg.max_steps, cfg.action_bins, cfg.agents)
+    return make_env(
+        cfg.id, cfg.size, cfg.action_repeat, cfg.max_steps, cfg.action_bins, cfg.agents, cfg.skip_start
+    )
 
 
 __all__ = [
@@ -123,4 +153,6 @@ __all__ = [
     "make_env",
     "make_env_from_config",
     "random_rest",
+    "skip_start",
+    "turn_actions",
 ]

@@ -6,11 +6,16 @@
 - actions: float vectors in [-1, 1], one entry per action dimension. Box bounds are mapped linearly; each
   Discrete / MultiDiscrete / MultiBinary dimension with n choices is the bin grid -1 + 2 k / (n - 1), the same
   binning the models use for continuous dimensions (`action_bins`);
-- action repeat (rewards summed) and an episode time limit in agent steps.
+- action repeat (rewards summed) and an episode time limit in agent steps;
+- `skip_start`: env steps taken with a no-op action right after every reset, not observed (CarRacing-v3
+  spends its first 50 frames zooming the camera in);
+- `replay(seed, actions)`: the state an episode of the store reached, rebuilt from its seed and actions
+  (gymnasium's Box2D racing envs skip drawing the frames on the way: 50x faster, the same state).
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -129,12 +134,16 @@ class PixelEnv:
         action_repeat: int = 1,
         max_steps: int = 1000,
         action_bins: int = 11,
+        skip_start: int = 0,
     ):
         h, w, c = image_shape_of(env.observation_space)
         if action_repeat < 1:
             raise ValueError(f"action_repeat must be >= 1, got {action_repeat}")
+        if skip_start < 0:
+            raise ValueError(f"skip_start must be >= 0, got {skip_start}")
         self.env, self.env_id = env, env_id
         self.size, self.action_repeat, self.max_steps = size, action_repeat, max_steps
+        self.skip_start = skip_start
         self.channels = c
         self.action_spec = action_spec_of(env.action_space, action_bins)
         self._float_obs = env.observation_space.dtype != np.uint8
@@ -146,6 +155,8 @@ class PixelEnv:
         return (self.channels, self.size, self.size)
 
     def _convert(self, obs) -> np.ndarray:
+        if obs is None:  # inside _physics_only: nothing was drawn
+            return np.zeros(self.obs_shape, np.float32)
         obs = np.asarray(obs)
         if self._float_obs:  # float images in [0, 1]
             obs = (obs.clip(0, 1) * 255).round().astype(np.uint8)
@@ -159,10 +170,49 @@ class PixelEnv:
         self.frame = np.ascontiguousarray(obs.transpose(2, 0, 1))
         return self.frame.astype(np.float32) / 255.0
 
+    def noop(self):
+        """The env action that does nothing: zeros for Box spaces (CarRacing: no steering, gas or brake),
+        the first choice of discrete ones."""
+        spec = self.action_spec
+        if spec.kind == "box":
+            return np.zeros(spec.dims, np.float32).clip(spec.low, spec.high)
+        return to_env_action(-np.ones(spec.dims, np.float32), spec)
+
     def reset(self, seed: int | None = None) -> np.ndarray:
         obs, _ = self.env.reset(seed=seed)
+        for _ in range(self.skip_start):  # not observed (see the module docstring)
+            obs, _, term, trunc, _ = self.env.step(self.noop())
+            if term or trunc:
+                raise RuntimeError(f"{self.env_id}: the episode ended within skip_start={self.skip_start}")
         self.t = 0
         return self._convert(obs)
+
+    @contextlib.contextmanager
+    def _physics_only(self):
+        """Inside: gymnasium's Box2D racing envs step their physics without drawing frames (their step()
+        draws every frame, 98% of its time); other envs step as usual. Observations inside are not valid."""
+        u = getattr(self.env, "unwrapped", self.env)
+        if type(u).__name__ != "CarRacing" or not hasattr(u, "_render"):
+            yield
+            return
+        u._render = lambda *a, **k: None  # an instance attribute hides the method
+        try:
+            yield
+        finally:
+            del u._render
+
+    def replay(self, seed: int, actions: np.ndarray) -> bool:
+        """Resets with `seed` and applies `actions` (T, dims) as step() does, without looking at the frames
+        on the way: afterwards the env is where the recorded episode was after those T steps, and step()
+        continues from there (it branches). Returns False when the episode ended before the last action.
+        The current observation is not rendered: the next step() gives the next one."""
+        with self._physics_only():
+            self.reset(seed=seed)
+            for a in actions:
+                _, _, term, trunc, _ = self.step(a)
+                if term or trunc:
+                    return False
+        return True
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
         env_action = to_env_action(action, self.action_spec)
@@ -213,6 +263,9 @@ class MultiPixelEnv(PixelEnv):
             frames.append(self.frame)
         self.frame = np.stack(frames)
         return np.stack(out)
+
+    def replay(self, seed: int, actions: np.ndarray) -> bool:
+        raise NotImplementedError("replaying one agent's episode needs every agent's actions")
 
     def reset(self, seed: int | None = None) -> np.ndarray:
         obs, _ = self.env.reset(seed=seed)
