@@ -126,3 +126,64 @@ def test_dynamics_stage_dream_command_and_actions_matter(tiny_cfg):
         torch.manual_seed(0)  # the same noise: only the actions differ
         dreams.append(dyn.dream(z, b["act"], b["has_act"], torch.full((2, 5, 2), a)))
     assert (dreams[0] - dreams[1]).abs().mean() > 1e-3 * dreams[0].abs().mean()
+
+
+def _nan_at(monkeypatch, bad_calls):
+    """Tokenizer.forward returns a NaN loss on the given (0-based) calls."""
+    from minidreamer4.tokenizer import Tokenizer
+
+    forward, calls = Tokenizer.forward, []
+
+    def patched(self, batch):
+        loss, m = forward(self, batch)
+        calls.append(1)
+        return (loss * float("nan"), m) if len(calls) - 1 in bad_calls else (loss, m)
+
+    monkeypatch.setattr(Tokenizer, "forward", patched)
+
+
+def test_a_non_finite_step_is_skipped_and_counted(tiny_cfg, monkeypatch):
+    cfg = replace(tiny_cfg, **{"tok_train.steps": 20, "tok_train.eval_every": 100})
+    ensure_episodes(cfg)
+    _nan_at(monkeypatch, {3, 4, 11})
+    model = train_tokenizer(cfg, progress=False)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    rows = [json.loads(x) for x in open(os.path.join(cfg.runs_dir, cfg.name, "metrics.jsonl"))]
+    train_rows = [r for r in rows if r["stage"] == "tokenizer/train"]
+    assert train_rows[-1]["skipped_steps"] == 3 and all(
+        all(v == v for v in r.values() if isinstance(v, float))
+        for r in train_rows  # no NaN logged
+    )
+    ck = torch.load(os.path.join(cfg.runs_dir, cfg.name, "checkpoints", "tokenizer.pt"), weights_only=False)
+    assert ck["step"] == 20 and ck["skipped_steps"] == 3
+
+
+def test_too_many_bad_steps_stop_the_stage_and_keep_the_checkpoint(tiny_cfg, monkeypatch):
+    import pytest
+
+    from minidreamer4.train import NonFiniteError
+
+    cfg = replace(tiny_cfg, **{"tok_train.max_bad_steps": 3, "tok_train.eval_every": 100})
+    ensure_episodes(cfg)
+    _nan_at(monkeypatch, set(range(17, 100)))  # fine up to the checkpoint at step 15, NaN from call 17
+    path = os.path.join(cfg.runs_dir, cfg.name, "checkpoints", "tokenizer.pt")
+    saved = {}
+    from minidreamer4 import train as T
+
+    save = T.save_checkpoint
+    monkeypatch.setattr(T, "save_checkpoint", lambda p, s: (save(p, s), saved.update(step=s["step"])))
+    with pytest.raises(NonFiniteError, match=r"tokenizer stopped at step 19: 3 steps in a row") as e:
+        train_tokenizer(cfg, progress=False)
+    assert "Last finite metrics: loss" in str(e.value)
+    ck = torch.load(path, weights_only=False)
+    assert saved["step"] == 15 and ck["step"] == 15  # the last good checkpoint, untouched
+    # the command line says so in one line, without a traceback (an infinite learning rate: every loss
+    # after the first step is NaN)
+    r = subprocess.run(
+        [*CMD, "--runs_dir", cfg.runs_dir, "--name", "inf", "--tok_train.lr", "inf"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 2 and "tokenizer stopped at step" in r.stderr, r.stderr[-2000:]
+    assert "Traceback" not in r.stderr

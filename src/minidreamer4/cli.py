@@ -69,6 +69,27 @@ def cmd_dream(args: argparse.Namespace) -> None:
     print(json.dumps(s))
 
 
+def cmd_play(args: argparse.Namespace) -> None:
+    from .play import play
+
+    out = play(
+        args.run,
+        keys=args.keys,
+        window=True if args.window else None,
+        episode=args.episode,
+        start=args.start,
+        context=args.context,
+        steps=args.steps,
+        side_by_side=args.side_by_side,
+        record=args.record,
+        scale=args.scale,
+        fps=args.fps,
+        seed=args.seed,
+        device=args.device,
+    )
+    print(json.dumps(out))
+
+
 def cmd_train(args: argparse.Namespace) -> None:
     from .pipeline import train_loop
 
@@ -162,6 +183,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--device", default="auto")
     s.set_defaults(fn=cmd_dream)
+
+    s = sub.add_parser("play", help="drive inside the dream with the keyboard (or a scripted key sequence)")
+    s.add_argument("--run", required=True, help="run folder with tokenizer and dynamics checkpoints")
+    s.add_argument("--keys", default=None, help="scripted keys, e.g. 'right*8,up+left*4,none*4' (no window)")
+    s.add_argument("--window", action="store_true", help="with --keys: draw the window anyway")
+    s.add_argument("--episode", type=int, default=None, help="held-out episode to start from")
+    s.add_argument("--start", type=int, default=None, help="first context frame in that episode")
+    s.add_argument("--context", type=int, default=8, help="real frames before the dream starts")
+    s.add_argument("--steps", type=int, default=None, help="sampling steps K (default: the model's)")
+    s.add_argument("--side-by-side", action="store_true", help="the real env beside the dream, same keys")
+    s.add_argument("--record", default=None, help="write OUT.gif / OUT.mp4, and OUT.npz (an episode file)")
+    s.add_argument("--scale", type=int, default=6, help="window upscaling")
+    s.add_argument("--fps", type=float, default=15.0, help="frame rate cap of the window")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--device", default="cpu")
+    s.set_defaults(fn=cmd_play)
 
     s = sub.add_parser("train", help="the full loop: collect, tokenizer, dynamics, finetune, imagination RL")
     C.add_config_flags(s)

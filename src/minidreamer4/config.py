@@ -17,7 +17,9 @@ from typing import Any
 
 @dataclass
 class EnvConfig:
-    id: str = "CarRacing-v3"  # any id from `minidreamer4 envs`, or a gymnasium id with image observations
+    # any id from `minidreamer4 envs`, a gymnasium id, module:EnvId (imports the module first) or an ALE id
+    id: str = "CarRacing-v3"
+    pixels: str = "auto"  # obs: observations are images; render: rendered frames; auto: render if not images
     size: int = 64  # observations are resized to (size, size); CarRacing's native size is 96
     action_repeat: int = 2  # each agent action is applied this many env steps, rewards summed
     max_steps: int = 500  # episode time limit, in agent steps (after action repeat)
@@ -134,6 +136,9 @@ class TrainConfig:
     log_every: int = 25
     eval_every: int = 250
     ckpt_every: int = 250
+    # a step whose loss or gradient norm is not finite is skipped (no update) and counted (skipped_steps);
+    # after this many in a row the stage stops with an error and its last checkpoint stays as it was
+    max_bad_steps: int = 10
 
 
 @dataclass

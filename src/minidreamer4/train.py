@@ -70,16 +70,69 @@ def make_optimizer(model: torch.nn.Module, tcfg: TrainConfig, lr_scale=None) -> 
     return torch.optim.AdamW([groups[k] for k in sorted(groups)], lr=tcfg.lr, betas=(0.9, 0.95))
 
 
+class NonFiniteError(RuntimeError):
+    """A stage met too many non-finite steps in a row (StepGuard)."""
+
+
+class StepGuard:
+    """Keeps a non-finite loss or gradient out of the weights: such a step is skipped (no optimizer update,
+    the gradients dropped), counted in `skipped` and reported; after `limit` in a row the stage stops with
+    NonFiniteError naming the stage, the step and the last finite metrics. The stage raises before its
+    next checkpoint, so the last good checkpoint stays as it was."""
+
+    def __init__(self, stage: str, limit: int):
+        self.stage, self.limit = stage, max(1, limit)
+        self.skipped, self.in_row, self.ok = 0, 0, True
+        self.last_finite: dict = {}
+
+    def check(self, loss: float, grad_norm: float, step: int) -> bool:
+        """True when the step may update the weights."""
+        self.ok = math.isfinite(loss) and math.isfinite(grad_norm)
+        if self.ok:
+            self.in_row = 0
+            return True
+        self.skipped += 1
+        self.in_row += 1
+        tqdm.write(
+            f"{self.stage}: step {step} skipped (loss {loss}, grad norm {grad_norm}): "
+            f"{self.in_row} in a row, {self.skipped} in all"
+        )
+        if self.in_row >= self.limit:
+            last = fmt_metrics(self.last_finite) if self.last_finite else "none yet"
+            raise NonFiniteError(
+                f"{self.stage} stopped at step {step}: {self.in_row} steps in a row had a non-finite loss "
+                f"or gradient (train.max_bad_steps {self.limit}); the last checkpoint is kept as it was. "
+                f"Last finite metrics: {last}"
+            )
+        return False
+
+    def keep(self, metrics: dict) -> bool:
+        """Remembers the metrics of a good step; False (and nothing kept) after a skipped one."""
+        if self.ok:
+            self.last_finite = dict(metrics)
+        return self.ok
+
+
 def optimizer_step(
-    opt: torch.optim.Optimizer, loss: torch.Tensor, params, tc: TrainConfig, step: int, elapsed_s: float
+    opt: torch.optim.Optimizer,
+    loss: torch.Tensor,
+    params,
+    tc: TrainConfig,
+    step: int,
+    elapsed_s: float,
+    guard: StepGuard | None = None,
 ) -> float:
-    """Learning rate from the schedule, backward, gradient clipping, step. Returns the unclipped grad norm."""
+    """Learning rate from the schedule, backward, gradient clipping, step. Returns the unclipped grad norm.
+    With a guard, a step whose loss or gradient norm is not finite updates nothing (StepGuard)."""
     lr = lr_at(step, tc.lr, tc.warmup, budget_used(step, elapsed_s, tc))
     for g in opt.param_groups:
         g["lr"] = lr * g.get("lr_scale", 1.0)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     norm = torch.nn.utils.clip_grad_norm_(params, tc.grad_clip).item()
+    if guard is not None and not guard.check(loss.item(), norm, step):
+        opt.zero_grad(set_to_none=True)
+        return norm
     opt.step()
     return norm
 
@@ -155,6 +208,17 @@ class BudgetBar:
         self.bar.close()
 
 
+def tc_of(cfg: RunConfig, stage: str) -> TrainConfig | None:
+    """The TrainConfig of a stage by its checkpoint name."""
+    names = {
+        "tokenizer": "tok_train",
+        "dynamics": "dyn_train",
+        "finetune": "ft_train",
+        "imagination": "rl_train",
+    }
+    return getattr(cfg, names.get(stage, ""), None)
+
+
 class StageState:
     """Model + optimizer + step + elapsed seconds, saved to and resumed from one checkpoint file."""
 
@@ -168,6 +232,7 @@ class StageState:
     ):
         self.path, self.cfg, self.modules, self.opt, self.sampler = path, cfg, modules, opt, sampler
         self.step, self.elapsed = 0, 0.0
+        self.guard = StepGuard(path.stem, getattr(tc_of(cfg, path.stem), "max_bad_steps", 10))
 
     def done(self, tc: TrainConfig) -> bool:
         return budget_used(self.step, self.elapsed, tc) >= 1.0
@@ -180,6 +245,7 @@ class StageState:
             m.load_state_dict(ck[k])
         self.opt.load_state_dict(ck["opt"])
         self.step, self.elapsed = ck["step"], ck["elapsed"]
+        self.guard.skipped = ck.get("skipped_steps", 0)
         set_rng_state(ck["rng"])
         if self.sampler is not None and "sampler_rng" in ck:
             self.sampler.rng.bit_generator.state = ck["sampler_rng"]
@@ -200,6 +266,7 @@ class StageState:
             opt=self.opt.state_dict(),
             step=self.step,
             elapsed=self.elapsed,
+            skipped_steps=self.guard.skipped,
             config=to_dict(self.cfg),
             rng=rng_state(),
             **(extra or {}),
@@ -291,14 +358,17 @@ def train_tokenizer(cfg: RunConfig, progress: bool = True) -> Tokenizer:
         batch = to_device(train_s.sample(), device)
         with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
             loss, metrics = train_model(batch)
-        metrics["grad_norm"] = optimizer_step(opt, loss, model.parameters(), tc, state.step, state.elapsed)
+        g = state.guard  # a non-finite step is skipped and counted, not applied
+        metrics["grad_norm"] = optimizer_step(opt, loss, model.parameters(), tc, state.step, state.elapsed, g)
         state.tick(time.perf_counter() - t0, device)
-        window.append(metrics)
+        if g.keep(metrics):
+            window.append(metrics)
         bar.update(state.step, state.elapsed)
-        if state.step % tc.log_every == 0 or state.done(tc):
+        if (state.step % tc.log_every == 0 or state.done(tc)) and window:
             avg = mean_metrics(window)
             avg["frames_per_s"] = len(window) * frames_per_step / (time.perf_counter() - t_window)
             avg["lr"] = opt.param_groups[0]["lr"]
+            avg["skipped_steps"] = g.skipped
             logger.log("tokenizer/train", state.step, avg)
             bar.update(
                 state.step,
@@ -430,15 +500,18 @@ def train_dynamics(cfg: RunConfig, progress: bool = True) -> Dynamics:
         batch = latents.batch(sampler, sampler.sample(index=True))
         with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
             loss, metrics = train_model(batch)
-        metrics["grad_norm"] = optimizer_step(opt, loss, model.parameters(), tc, state.step, state.elapsed)
+        g = state.guard  # a non-finite step is skipped and counted, not applied
+        metrics["grad_norm"] = optimizer_step(opt, loss, model.parameters(), tc, state.step, state.elapsed, g)
         state.tick(time.perf_counter() - t0, device)
         frames += batch["z"].shape[0] * batch["z"].shape[1]
-        window.append(metrics)
+        if g.keep(metrics):
+            window.append(metrics)
         bar.update(state.step, state.elapsed)
-        if state.step % tc.log_every == 0 or state.done(tc):
+        if (state.step % tc.log_every == 0 or state.done(tc)) and window:
             avg = mean_metrics(window)
             avg["frames_per_s"] = frames / (time.perf_counter() - t_window)
             avg["lr"] = opt.param_groups[0]["lr"]
+            avg["skipped_steps"] = g.skipped
             logger.log("dynamics/train", state.step, avg)
             bar.update(state.step, state.elapsed, loss=f"{avg['loss']:.4f}", fps=f"{avg['frames_per_s']:.0f}")
             window, t_window, frames = [], time.perf_counter(), 0

@@ -141,18 +141,21 @@ def train_finetune(cfg: RunConfig, scale: int = 1, progress: bool = True) -> tup
         t0 = time.perf_counter()
         batch = latents.batch(train_s, train_s.sample(index=True))
         loss, metrics = losses(batch, train_pair)
-        metrics["grad_norm"] = optimizer_step(opt, loss, pair.parameters(), tc, state.step, state.elapsed)
+        g = state.guard  # a non-finite step is skipped and counted, not applied
+        metrics["grad_norm"] = optimizer_step(opt, loss, pair.parameters(), tc, state.step, state.elapsed, g)
+        ok = g.keep(metrics)
         # (ours) more updates of the heads alone on the same agent outputs: a full step costs two passes of
         # the transformer, a head update ~1% of one; in a few minutes the reward head otherwise stays near
         # the data's mean (measured on DotTrack: predicted-reward spread 0.004 against 0.053 for the truth)
         for _ in range(cfg.agent.head_updates - 1):
             hloss, _ = losses(batch, train_pair, heads_only=True)
-            optimizer_step(opt, hloss, pair.parameters(), tc, state.step, state.elapsed)
+            optimizer_step(opt, hloss, pair.parameters(), tc, state.step, state.elapsed, g)
         state.tick(time.perf_counter() - t0, device)
-        window.append(metrics)
+        if ok:
+            window.append(metrics)
         bar.update(state.step, state.elapsed)
-        if state.step % tc.log_every == 0 or state.done(tc):
-            avg = mean_metrics(window)
+        if (state.step % tc.log_every == 0 or state.done(tc)) and window:
+            avg = mean_metrics(window) | {"skipped_steps": g.skipped}
             logger.log("finetune/train", state.step, avg)
             bar.update(state.step, state.elapsed, bc=f"{avg['bc_loss']:.3f}", rew=f"{avg['reward_loss']:.3f}")
             window = []
@@ -244,23 +247,26 @@ def train_imagination(cfg: RunConfig, scale: int = 1, progress: bool = True) -> 
         # advantage has one sign, the sign measures the value's lag (with gamma = 0.997 and mostly negative
         # rewards the value must travel to ~r / (1 - gamma)), not which actions were better
         move = state.step >= a.value_warmup and a.adv_gate <= pos <= 1 - a.adv_gate
+        g = state.guard  # a non-finite step is skipped and counted, not applied
         for _ in range(a.policy_updates if move else 1):
             loss, metrics = rl_loss(roll, float(move))
-            metrics["grad_norm"] = optimizer_step(opt, loss, trainable, tc, state.step, state.elapsed)
+            metrics["grad_norm"] = optimizer_step(opt, loss, trainable, tc, state.step, state.elapsed, g)
+        ok = g.keep(metrics)
         metrics["policy_moved"] = float(move)
         # (ours) more value fits on the same rollout: a rollout costs ~H dynamics passes, a head update ~1% of
         # one, and PMPO needs v close to R, or the signs of A = R - v say more about the value's lag than
         # about the actions (measured: adv_pos_frac 0.0 through a whole stage with one update per rollout)
         for _ in range(a.value_updates - 1):
             vloss, _ = rl_loss(roll, 0.0)
-            optimizer_step(opt, vloss, trainable, tc, state.step, state.elapsed)
+            optimizer_step(opt, vloss, trainable, tc, state.step, state.elapsed, g)
         elapsed = time.perf_counter() - t0
         state.tick(elapsed, device)
         metrics["imagined_frames_per_s"] = a.rollouts * a.horizon / elapsed
-        window.append(metrics)
+        if ok:
+            window.append(metrics)
         bar.update(state.step, state.elapsed)
-        if state.step % tc.log_every == 0 or state.done(tc):
-            avg = mean_metrics(window)
+        if (state.step % tc.log_every == 0 or state.done(tc)) and window:
+            avg = mean_metrics(window) | {"skipped_steps": g.skipped}
             logger.log("imagination/train", state.step, avg)
             bar.update(state.step, state.elapsed, ret=f"{avg['return']:.2f}", kl=f"{avg['kl_prior']:.3f}")
             window = []

@@ -72,12 +72,19 @@ def random_rest(env_id: str, dims: int, setting: str = "auto") -> tuple[float, .
 
 def _register() -> None:
     """Our envs are also gymnasium ids: gymnasium.make("MultiCarRacing-v0", num_agents=4) works after
-    `import minidreamer4.envs`. The env checker is off: per-agent reward arrays are by design."""
+    `import minidreamer4`. The env checker is off: per-agent reward arrays are by design."""
     import gymnasium as gym
 
     for env_id, target in BUILTIN.items():
         if env_id not in gym.registry:
             gym.register(env_id, entry_point=target, disable_env_checker=True)
+    if "MultiCarRacing-single-v0" not in gym.registry:  # one car, a plain gymnasium.Env
+        gym.register(
+            "MultiCarRacing-single-v0", entry_point="minidreamer4.envs.multi_car_pettingzoo:SingleCarRacing"
+        )
+    # a trained world model as an env: gymnasium.make("minidreamer4/Dream-v0", run="runs/cpu")
+    if "minidreamer4/Dream-v0" not in gym.registry:
+        gym.register("minidreamer4/Dream-v0", entry_point="minidreamer4.dream_env:DreamEnv")
 
 
 _register()
@@ -94,6 +101,59 @@ def _load(target: str):
     return getattr(importlib.import_module(mod), name)
 
 
+def _gym_make(env_id: str, pixels: str):
+    """gymnasium.make for any registered id, `module:EnvId` (the module is imported first, as gymnasium
+    does) and ALE ids (`ALE/Pong-v5`, once `pip install "minidreamer4[atari]"`). An env whose observations
+    are not images is seen through its rendered frames (pixels 'render', or 'auto' with a note)."""
+    import importlib
+
+    import gymnasium as gym
+
+    from .adapter import is_image_space
+
+    module, _, name = env_id.rpartition(":")
+    try:
+        if module:
+            importlib.import_module(module)
+        elif name.startswith("ALE/"):
+            importlib.import_module("ale_py")
+    except ImportError as e:
+        hint = ' (pip install "minidreamer4[atari]")' if "ale" in (module or name).lower() else ""
+        raise RuntimeError(f"{env_id}: cannot import {e.name or module}{hint}") from e
+    if name not in gym.registry:
+        raise ValueError(
+            f"unknown env id {env_id!r}. Known: {', '.join(known_env_ids())}, any registered gymnasium "
+            "id, or module:EnvId (the module registers it when imported)"
+        )
+    kwargs = {"continuous": True} if name.startswith("CarRacing") else {}
+    try:
+        env = gym.make(name, **kwargs)
+        if pixels == "obs" or (pixels == "auto" and is_image_space(env.observation_space)):
+            return env
+        if pixels == "auto":
+            print(
+                f"{env_id}: observations {env.observation_space} are not images; using its rendered "
+                "frames (--env.pixels render)",
+                flush=True,
+            )
+        env.close()
+        env = gym.make(name, render_mode="rgb_array", **kwargs)
+    except gym.error.DependencyNotInstalled as e:
+        raise RuntimeError(f"{env_id} needs a dependency that is not installed: {e}") from e
+    except gym.error.Error as e:  # no rgb_array render mode, for example
+        raise RuntimeError(
+            f"{env_id}: its observations are not images and it cannot render frames "
+            f"(render_mode='rgb_array'): {e}. minidreamer4 learns from pixels: give the env an "
+            "rgb_array render mode or image observations"
+        ) from e
+    if "rgb_array" not in env.metadata.get("render_modes", []):
+        raise RuntimeError(
+            f"{env_id}: its observations are not images and it has no rgb_array render mode "
+            f"(render modes: {env.metadata.get('render_modes', [])}). minidreamer4 learns from pixels."
+        )
+    return gym.wrappers.AddRenderObservation(env, render_only=True)
+
+
 def make_env(
     env_id: str,
     size: int = 64,
@@ -102,27 +162,21 @@ def make_env(
     action_bins: int = 11,
     agents: int = 2,
     skip: int = -1,
+    pixels: str = "auto",
 ) -> PixelEnv:
     """Makes the env `env_id` wrapped in PixelEnv (MultiPixelEnv for multi-agent envs, with `agents`
-    agents). Unknown ids get an error listing the known ones."""
+    agents). pixels: 'obs' (the observations are images), 'render' (use the rendered frames) or 'auto'
+    (rendered frames when the observations are not images). Unknown ids get an error listing the known
+    ones."""
+    if pixels not in ("auto", "obs", "render"):
+        raise ValueError(f"env.pixels must be auto, obs or render, not {pixels!r}")
     if env_id in MULTI_AGENT:
         env = _load(BUILTIN[env_id])(num_agents=agents, max_steps=max_steps * action_repeat)
         return MultiPixelEnv(env, env_id, size, action_repeat, max_steps, action_bins)
     if env_id in BUILTIN:
         env = _load(BUILTIN[env_id])(size=size, max_steps=max_steps * action_repeat)
     else:
-        import gymnasium as gym
-
-        if env_id not in gym.registry:
-            raise ValueError(
-                f"unknown env id {env_id!r}. Known: {', '.join(known_env_ids())} "
-                "(or any registered gymnasium id with image observations)"
-            )
-        try:
-            kwargs = {"continuous": True} if env_id.startswith("CarRacing") else {}
-            env = gym.make(env_id, **kwargs)
-        except gym.error.DependencyNotInstalled as e:
-            raise RuntimeError(f"{env_id} needs a dependency that is not installed: {e}") from e
+        env = _gym_make(env_id, pixels)
     return PixelEnv(
         env,
         env_id,
@@ -137,7 +191,14 @@ def make_env(
 def make_env_from_config(cfg) -> PixelEnv:
     """Makes the env of an EnvConfig."""
     return make_env(
-        cfg.id, cfg.size, cfg.action_repeat, cfg.max_steps, cfg.action_bins, cfg.agents, cfg.skip_start
+        cfg.id,
+        cfg.size,
+        cfg.action_repeat,
+        cfg.max_steps,
+        cfg.action_bins,
+        cfg.agents,
+        cfg.skip_start,
+        cfg.pixels,
     )
 
 

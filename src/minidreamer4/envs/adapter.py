@@ -107,6 +107,14 @@ def from_env_action(x, spec: ActionSpec) -> np.ndarray:
     return bins_to_action(idx.astype(np.float32), np.asarray(spec.bins, np.float32)).astype(np.float32)
 
 
+def is_image_space(space) -> bool:
+    try:
+        image_shape_of(space)
+        return True
+    except ValueError:
+        return False
+
+
 def image_shape_of(space) -> tuple[int, int, int]:
     """(H, W, C) of an image observation space, or a clear error saying why it is not one."""
     from gymnasium import spaces

@@ -1,0 +1,155 @@
+"""The ways people use a trained world model: drive inside the dream (`play`), the dream as a gymnasium env
+(DreamEnv, DreamVecEnv), and any pixel env (module:EnvId, rendered frames, the PettingZoo and single-car
+forms of MultiCarRacing)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from minidreamer4.config import replace
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A tiny DotTrack world model with finetuned agent heads (rewards and terminations for DreamEnv)."""
+    from minidreamer4.config import preset
+    from minidreamer4.pipeline import ensure_episodes
+    from minidreamer4.train import train_dynamics, train_tokenizer
+    from minidreamer4.train_agent import train_finetune
+
+    cfg = preset("tiny")
+    cfg.runs_dir = str(tmp_path_factory.mktemp("use") / "runs")
+    cfg = replace(cfg, **{"tok_train.steps": 10, "dyn_train.steps": 10, "ft_train.steps": 5})
+    ensure_episodes(cfg)
+    train_tokenizer(cfg, progress=False)
+    train_dynamics(cfg, progress=False)
+    train_finetune(cfg, progress=False)
+    return os.path.join(cfg.runs_dir, cfg.name)
+
+
+def test_import_registers_the_builtin_envs():
+    code = "import gymnasium as g, minidreamer4; g.make('DotTrack-v0').reset(seed=0); print('ok')"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "ok" in r.stdout, r.stderr[-2000:]
+
+
+def test_dream_env_passes_check_env_and_is_deterministic(tiny_run):
+    from gymnasium.utils.env_checker import check_env
+
+    import minidreamer4
+
+    env = gym.make("minidreamer4/Dream-v0", run=tiny_run, context=3, max_steps=6).unwrapped
+    check_env(env)
+    assert env.observation_space.shape == (16, 16, 3) and env.action_space.shape == (2,)
+    runs = []
+    for _ in range(2):  # the same seed and actions: the same dream, rewards included
+        obs, info = env.reset(seed=3)
+        out = [obs]
+        for _ in range(6):
+            obs, r, term, trunc, _ = env.step(np.array([1.0, -0.5], np.float32))
+            out += [obs, np.float32(r)]
+        runs.append(out)
+        assert trunc and isinstance(r, float)
+    assert all(np.array_equal(a, b) for a, b in zip(*runs))
+    obs, info = env.reset(seed=0, options={"episode": 0, "start": 5})
+    assert info == {"episode": 0, "start": 5}
+    # the batched form: N dreams in one call
+    venv = minidreamer4.DreamVecEnv(tiny_run, num_envs=3, context=3)
+    o = venv.reset(seed=0)
+    assert o.shape == (3, 16, 16, 3) and o.dtype == torch.uint8
+    o, r, term, trunc, _ = venv.step(torch.zeros(3, 2))
+    assert o.shape == (3, 16, 16, 3) and r.shape == term.shape == trunc.shape == (3,)
+
+
+def test_play_headless_records_a_gif_and_an_episode(tiny_run, tmp_path):
+    from minidreamer4.data import load_episode
+    from minidreamer4.envs.adapter import ActionSpec
+    from minidreamer4.play import keys_to_action, parse_keys
+
+    car = ActionSpec("box", (11, 11, 11), (-1.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+    assert np.allclose(keys_to_action({"left", "up"}, "CarRacing-v3", car), [-1, 1, -1])  # gas, no brake
+    assert np.allclose(keys_to_action(set(), "CarRacing-v3", car), [0, -1, -1])  # nothing pressed: no-op
+    assert np.allclose(keys_to_action({"space"}, "CarRacing-v3", car), [0, -1, 1])  # brake
+    assert keys_to_action({"3"}, "x", ActionSpec("discrete", (6,), start=(0,)))[0] == pytest.approx(0.2)
+    assert parse_keys("right*2,up+left,none") == [{"right"}, {"right"}, {"up", "left"}, set()]
+    with pytest.raises(ValueError, match="unknown keys"):
+        parse_keys("jump*2")
+    out = tmp_path / "play.gif"
+    r = subprocess.run(
+        [sys.executable, "-m", "minidreamer4", "play", "--run", tiny_run, "--keys", "right*4,up*2,none*2",
+         "--context", "3", "--side-by-side", "--record", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    assert res["steps"] == 8 and out.exists() and res["fps"] > 0
+    ep, meta = load_episode(out.with_suffix(".npz"))
+    assert ep["obs"].shape == (9, 3, 16, 16) and ep["act"].shape == (8, 2) and meta["policy"] == "play"
+    assert np.allclose(ep["act"][:4], [1.0, 0.0]) and np.allclose(ep["act"][4:6], [0.0, 1.0])
+
+
+def test_play_window_with_the_dummy_driver(tiny_run, monkeypatch):
+    from minidreamer4.play import play
+
+    monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")
+    res = play(tiny_run, keys="left*3,space*2", window=True, context=3)
+    assert res["steps"] == 5
+
+
+def test_rendered_frames_for_non_image_envs_and_module_ids():
+    from minidreamer4.envs import make_env
+
+    env = make_env("CartPole-v1", size=32, max_steps=5)  # observations are 4 numbers: frames are rendered
+    obs = env.reset(seed=0)
+    assert obs.shape == (3, 32, 32) and env.action_spec.kind == "discrete"
+    first = env.frame.copy()
+    for _ in range(5):
+        obs, r, term, trunc, _ = env.step(np.array([1.0]))
+    assert not np.array_equal(first, env.frame)  # the cart moved
+    env = make_env("minidreamer4.envs.dottrack:DotTrack-v0", size=16, max_steps=3)  # module:EnvId
+    assert env.reset(seed=0).shape == (3, 16, 16)
+    with pytest.raises(ValueError, match="module:EnvId"):
+        make_env("NoSuchEnv-v9")
+    with pytest.raises(RuntimeError, match="cannot import"):
+        make_env("no_such_module:Foo-v0")
+    with pytest.raises(ValueError, match="env.pixels"):
+        make_env("CartPole-v1", pixels="maybe")
+
+
+def test_an_env_without_images_or_rendering_says_what_to_do():
+    from gymnasium import spaces
+
+    from minidreamer4.envs import make_env
+
+    class Blind(gym.Env):
+        observation_space = spaces.Box(-1, 1, (3,))
+        action_space = spaces.Discrete(2)
+        metadata = {"render_modes": []}
+
+        def __init__(self, render_mode=None):
+            if render_mode is not None:
+                raise gym.error.Error(f"unsupported render mode {render_mode}")
+
+    gym.register("BlindTest-v0", entry_point=Blind)
+    with pytest.raises(RuntimeError, match="not images.*render"):
+        make_env("BlindTest-v0")
+
+
+def test_multi_car_racing_as_pettingzoo_and_single_car_gymnasium():
+    pytest.importorskip("pettingzoo")
+    from gymnasium.utils.env_checker import check_env
+    from pettingzoo.test import parallel_api_test
+
+    from minidreamer4.envs.multi_car_pettingzoo import parallel_env
+
+    parallel_api_test(parallel_env(2, max_steps=40), num_cycles=60)
+    env = parallel_env(3, max_steps=5)
+    obs, _ = env.reset(seed=0)
+    assert set(obs) == {"car_0", "car_1", "car_2"} and obs["car_1"].shape == (96, 96, 3)
+    check_env(gym.make("MultiCarRacing-single-v0", max_steps=20).unwrapped)
