@@ -1,8 +1,8 @@
 """Agent benchmark: real-env return (mean and spread over 10 fixed-seed episodes) of (a) the random policy,
 (b) the behaviour-cloned policy, (c) the agent after imagination training, plus the wall time of every
 stage, from one run of the full loop. Prints one JSON line. (b) and (c) take each action dimension's most
-likely bin (agent.eval_greedy, the default); (c) is also scored with sampled actions
-(return_imagination_RL_sampled).
+likely bin (agent.eval_readout "mode", the default); (c) is also scored with the expected bin value and
+sampled (return_imagination_RL_mean, return_imagination_RL_sample).
 
     python benchmarks/bench_agent.py --env DotTrack-v0 --preset cpu --set tok_train.minutes=2 ...
 

@@ -211,3 +211,19 @@ def test_rl_losses_learn_a_contextual_bandit():
     with torch.no_grad():
         right = (heads.pi(h).mode()[:, 0] == (h[:, 0] > 0).long()).float().mean()
     assert right > 0.9, right
+
+
+def test_policy_readouts_of_a_known_distribution():
+    """mode: each dimension's most likely bin; mean: the expected bin value sum_k p_k v_k (by hand)."""
+    import math
+
+    from minidreamer4.agent import MultiCategorical
+
+    p0 = torch.tensor([0.1, 0.2, 0.7])  # bins of dimension 0: values -1, 0, 1
+    p1 = torch.tensor([0.5, 0.0, 0.0, 0.0, 0.5])  # dimension 1: -1, -0.5, 0, 0.5, 1
+    logits = torch.cat([p0.log(), p1.clamp_min(1e-30).log()])[None]
+    pi = MultiCategorical(logits, (3, 5))
+    assert pi.mode().tolist() == [[2, 0]]  # ties go to the first bin
+    mean = pi.mean_action()[0]
+    assert math.isclose(mean[0].item(), -0.1 + 0.7, abs_tol=1e-6)
+    assert abs(mean[1].item()) < 1e-6  # a two-peaked distribution reads its middle

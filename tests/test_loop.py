@@ -31,9 +31,10 @@ def test_train_loop_end_to_end_and_resume(tmp_path):
         assert (run / f).exists(), f
     report = (run / "report.md").read_text()
     assert "| random |" in report and "| imagination RL |" in report and ".png)" in report
-    # the trained policy is scored greedily (agent.eval_greedy) and, for comparison, sampled
-    assert "| imagination RL sampled |" in report
-    assert json.loads((run / "summary.json").read_text())["eval_mode"] == "greedy"
+    # the trained policy is scored with each dimension's most likely bin (agent.eval_readout) and, for
+    # comparison, with the expected bin value and sampled
+    assert "| imagination RL sample |" in report and "| imagination RL mean |" in report
+    assert json.loads((run / "summary.json").read_text())["eval_mode"] == "mode"
     assert list((run / "media").glob("plot_*.png"))
     loop = json.loads((run / "loop.json").read_text())
     assert loop["iteration"] == 2 and len(loop["evals"]) == 2

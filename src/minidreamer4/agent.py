@@ -128,6 +128,14 @@ class MultiCategorical:
     def mode(self) -> Tensor:
         return torch.stack([lg.argmax(-1) for lg in self.logits], -1)
 
+    def mean_action(self) -> Tensor:
+        """The expected action per dimension, sum_k p_k v_k with v_k the bin's value in [-1, 1] (..., A)."""
+        out = []
+        for lg, n in zip(self.logits, self.bins):
+            v = torch.linspace(-1.0, 1.0, n, device=lg.device) if n > 1 else torch.zeros(1, device=lg.device)
+            out.append((lg.softmax(-1) * v).sum(-1))
+        return torch.stack(out, -1)
+
     def log_prob(self, idx: Tensor) -> Tensor:
         """Sum over dimensions of log pi(a_i): idx (..., A) -> (...)."""
         return sum(

@@ -35,8 +35,17 @@ def cmd_collect(args: argparse.Namespace) -> None:
     env = make_env_from_config(cfg.env)
     rest = random_rest(cfg.env.id, env.action_spec.dims, cfg.data.random_rest)
     policy = args.policy or cfg.data.policy
+    d = cfg.data
+    drv = {"noise": d.driver_noise, "hold": d.driver_hold}
     stats = collect(  # multi-agent: races
-        env, EpisodeStore(out), args.episodes, policy, seed=cfg.seed, hold=cfg.data.random_hold, rest=rest
+        env,
+        EpisodeStore(out),
+        args.episodes,
+        policy,
+        seed=cfg.seed,
+        hold=d.random_hold,
+        rest=rest,
+        driver=drv,
     )
     env.close()
     print(json.dumps({"out": out, **stats}))
@@ -109,11 +118,10 @@ def cmd_eval(args: argparse.Namespace) -> None:
     device = pick_device(args.device)
     tok, dyn, heads = load_agent(cfg, device, args.policy)
     env = make_env_from_config(cfg.env)
-    greedy = args.greedy or (cfg.agent.eval_greedy and not args.sampled)
-    actor = actors_for(env, tok, dyn, heads, tok_span(tok), cfg.dynamics.context, device, greedy)
+    readout = args.readout or cfg.agent.eval_readout
+    actor = actors_for(env, tok, dyn, heads, tok_span(tok), cfg.dynamics.context, device, readout)
     ev = evaluate_policy(env, actor, args.episodes)
-    mode = "greedy" if greedy else "sampled"
-    print(json.dumps({"run": str(args.run), "policy": args.policy, "mode": mode, **ev}))
+    print(json.dumps({"run": str(args.run), "policy": args.policy, "readout": readout, **ev}))
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -208,8 +216,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--run", required=True)
     s.add_argument("--episodes", type=int, default=10)
     s.add_argument("--policy", default="rl", choices=["rl", "bc"])
-    s.add_argument("--greedy", action="store_true", help="take the most likely action instead of sampling")
-    s.add_argument("--sampled", action="store_true", help="sample actions (default: agent.eval_greedy)")
+    s.add_argument(
+        "--readout",
+        choices=["mode", "mean", "sample"],
+        default=None,
+        help="each dimension's most likely bin, its expected value or a sample (default: agent.eval_readout)",
+    )
     s.add_argument("--device", default="auto")
     s.set_defaults(fn=cmd_eval)
 

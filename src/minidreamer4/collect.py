@@ -113,16 +113,21 @@ def parse_sources(spec: str) -> list[tuple[str, float]]:
 
 
 def source_policy(
-    name: str, env: PixelEnv, rng: np.random.Generator, hold: int = 1, rest: tuple[float, ...] = ()
+    name: str,
+    env: PixelEnv,
+    rng: np.random.Generator,
+    hold: int = 1,
+    rest: tuple[float, ...] = (),
+    driver: dict | None = None,
 ) -> Policy:
-    """One of SOURCES as a policy for env."""
+    """One of SOURCES as a policy for env; driver: the driver's keyword arguments (noise, hold)."""
     if name == "random":
         return random_policy(env, rng, hold, rest)
     if name == "explore":
         return explore_policy(env, rng)
     from .envs.driver import CarRacingDriver
 
-    return CarRacingDriver(env, rng)
+    return CarRacingDriver(env, rng, **(driver or {}))
 
 
 def run_episode(env: PixelEnv, policy: Policy, seed: int) -> dict[str, np.ndarray]:
@@ -209,12 +214,13 @@ def collect(
     policy_name: str | None = None,
     hold: int = 1,
     rest: tuple[float, ...] = (),
+    driver: dict | None = None,
 ) -> dict:
     """Runs `episodes` episodes and appends each to the store as soon as it ends. Returns summary stats.
     `policy`: a data source or a mix of them (module docstring: each episode draws its source by the
     weights), or a policy (one per agent in a multi-agent env). In a multi-agent env every agent's
     stream is its own episode in the store (`agent` in its metadata); `hold` and `rest` are the random
-    policy's (see random_policy)."""
+    policy's (see random_policy), `driver` the driver's keyword arguments."""
     multi = isinstance(env, MultiPixelEnv)
     sources = parse_sources(policy) if isinstance(policy, str) else None
     returns, steps, t0 = [], 0, time.perf_counter()
@@ -235,14 +241,14 @@ def collect(
                 if name == "driver":
                     raise ValueError("the driver drives CarRacing-v3 only, not a multi-agent env")
                 rngs = [np.random.default_rng([seed, i, k]) for k in range(n)]
-                pols = [source_policy(name, env, r, hold, rest) for r in rngs]
+                pols = [source_policy(name, env, r, hold, rest, driver) for r in rngs]
             else:
                 pols = policy
             eps = run_multi_episode(env, pols, ep_seed)
             metas = [{"agent": k, "num_agents": n, "race": e} for k in range(n)]
         else:
             rng = np.random.default_rng([seed, i])
-            pol = source_policy(name, env, rng, hold, rest) if sources is not None else policy
+            pol = source_policy(name, env, rng, hold, rest, driver) if sources is not None else policy
             eps, metas = [run_episode(env, pol, ep_seed)], [{}]
         for ep, extra in zip(eps, metas):
             ret = float(ep["rew"].sum())

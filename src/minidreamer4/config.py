@@ -39,6 +39,8 @@ class DataConfig:
     # the first collection's source: random | explore | driver (CarRacing) or a mix, "driver:1,explore:1"
     # (collect.py); the loop's later collections use the agent's own policy
     policy: str = "random"
+    driver_noise: float = 0.05  # the driver's chance per step to start a held random perturbation
+    driver_hold: int = 4  # ... held for 1..driver_hold steps (envs/driver.py)
     random_hold: int = 1  # the random policy keeps each action 1..random_hold steps (1: new each step)
     # (ours) per action dimension, the chance that the exploring random policy leaves it at its lowest value
     # (comma-separated, or one value for all); "auto": the env's own (envs.RANDOM_REST), "0": uniform
@@ -84,6 +86,11 @@ class DynamicsConfig:
     ordinal_actions: bool = True
     sample_steps: int = 4  # K when dreaming
     single_frame_frac: float = 0.3  # rows of a batch cut into single frames (learn first frames)
+    # (ours) whether single-frame rows keep the action that led to their frame (without the frame before
+    # it the action says nothing about it); False feeds them as first frames (the "no action" embedding)
+    single_frame_action: bool = True
+    # (ours) rows whose frames before a random cut are fed at the dreaming context level (see dynamics.py)
+    context_frac: float = 0.0
     context: int = 16  # frames of context kept when dreaming (sliding window, KV cache)
     context_noise: float = 0.1  # context frames re-noised as (1 - noise) z + noise eps
     long_len: int = 32  # every long_every-th batch is this long (longer than the context)
@@ -115,10 +122,12 @@ class AgentConfig:
     policy_updates: int = 4  # (ours) PMPO updates per rollout, on advantages fixed before the first
     head_updates: int = 16  # (ours) head updates per finetune batch (the first also moves the transformer)
     eval_episodes: int = 10  # real-env evaluation episodes (fixed seeds)
-    # (ours) evaluate with each action dimension's most likely bin; the sampled policy is scored too. With a
-    # prior behaviour-cloned from random actions the KL keeps the trained policy wide, and its samples hide
-    # what it learned: on DotTrack one agent scored +13.06 greedy and +0.58 sampled (README, Benchmarks)
-    eval_greedy: bool = True
+    # (ours) how the policy's per-dimension categoricals become the action in real-env evaluation: "mode"
+    # (each dimension's most likely bin), "mean" (the expected bin value) or "sample"; the loop scores the
+    # trained policy in the other two readouts too. With a prior cloned from random actions the KL keeps
+    # the policy wide and its samples hide what it learned: on DotTrack one agent scored +13.06 with the
+    # mode and +0.58 sampled (docs/experiments.md)
+    eval_readout: str = "mode"
     collect_episodes: int = 5  # episodes the policy adds to the store each loop iteration
     iterations: int = 2  # loop iterations: dynamics -> finetune -> RL -> eval -> collect
 
@@ -269,10 +278,18 @@ def to_dict(cfg: Any) -> dict:
     return dataclasses.asdict(cfg)
 
 
+# fields renamed since, as (class, old key) -> (new key, value map): configs saved before still load
+RENAMED = {("AgentConfig", "eval_greedy"): ("eval_readout", lambda v: "mode" if v else "sample")}
+
+
 def from_dict(cls: type, d: dict) -> Any:
     """Builds a (nested) dataclass from a dict; unknown keys are an error, missing keys keep defaults."""
     kwargs = {}
     fields = {f.name: f for f in dataclasses.fields(cls)}
+    for old, v in list(d.items()):
+        if (cls.__name__, old) in RENAMED:
+            new, conv = RENAMED[(cls.__name__, old)]
+            d = {**{k: x for k, x in d.items() if k != old}, new: conv(v)}
     for k, v in d.items():
         if k not in fields:
             raise ValueError(f"unknown config key {cls.__name__}.{k}")

@@ -233,6 +233,8 @@ class Dynamics(nn.Module):
         parts = []  # (z, act, has_act, task, is the sequence part)
         if n_single:  # (n, T, ...) -> (n T, 1, ...): each frame its own sequence, no context
             single = tuple(x[:n_single].reshape(n_single * T, 1, *x.shape[2:]) for x in (z1, act, has_act))
+            if not self.cfg.single_frame_action:  # (ours) no previous frame: the action is not shown
+                single = (single[0], single[1], torch.zeros_like(single[2]))
             parts.append((*single, None if task is None else task[:n_single].repeat_interleave(T), False))
         if n_single < B:
             rows = slice(n_single, None)
@@ -262,6 +264,17 @@ class Dynamics(nn.Module):
         B, T = z1.shape[:2]
         k_max = self.cfg.k_max
         tau, d = sample_levels((B, T), k_max, z1.device, self.cfg.flow_frac)
+        if self.cfg.context_frac > 0 and T > 1:
+            # (ours) in a fraction of the rows the frames before a random cut are fed as dreaming feeds its
+            # context (the level just below clean, finest step), and only the frames from the cut on draw
+            # their own levels: the case of a new frame after a clear past, where what the action did
+            # shows. Under plain diffusion forcing the frames before a target are as noisy as it on
+            # average, and its motion cannot be read from them.
+            rows = torch.rand(B, 1, device=z1.device) < self.cfg.context_frac
+            cut = torch.randint(1, T, (B, 1), device=z1.device)
+            ctx = rows & (torch.arange(T, device=z1.device)[None] < cut)
+            lvl, step = self.context_level()
+            tau, d = torch.where(ctx, lvl, tau), torch.where(ctx, step, d)
         z0 = torch.randn_like(z1)
         tb, db = tau[..., None, None], d[..., None, None]
         z_tau = (1 - tb) * z0 + tb * z1

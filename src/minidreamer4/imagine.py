@@ -113,6 +113,9 @@ def advantages(heads: AgentHeads, roll: dict[str, Tensor], gamma: float, lam: fl
     return lambda_returns(roll["rew"], v, (roll["cont"] > 0.5).float(), gamma, lam) - v[:, :H]
 
 
+READOUTS = ("mode", "mean", "sample")  # policy -> action in the real env (AgentConfig.eval_readout)
+
+
 class Actor:
     """Acts in the real env: the encoded observation stream with a rolling context and the KV caches of the
     tokenizer and the dynamics model, so each step is one forward of each, not a re-run of the context."""
@@ -125,12 +128,14 @@ class Actor:
         span: int,
         window: int,
         device: torch.device,
-        greedy: bool = False,
+        readout: str = "sample",
         task: int = 0,
         seed: int = 0,
     ):
+        if readout not in READOUTS:
+            raise ValueError(f"readout must be one of {READOUTS}, not {readout!r}")
         self.tok, self.dyn, self.heads, self.span, self.window = tok, dyn, heads, span, window
-        self.device, self.greedy = device, greedy
+        self.device, self.readout = device, readout
         self.task = torch.tensor([task], device=device)
         self.gen = torch.Generator(device="cpu").manual_seed(seed)
         self.reset()
@@ -150,18 +155,21 @@ class Actor:
             z, prev, has, self.dcache, window=self.window, task=self.task, return_agent=True
         )[:, -1]
         pi = self.heads.pi(h)
-        idx = pi.mode() if self.greedy else _sample(pi, self.gen)
-        a = bins_to_action(idx.float(), self.dyn.act_bins)[0]
+        if self.readout == "mean":  # the expected value per dimension (the dynamics bins it when it reads it)
+            a = pi.mean_action()[0]
+        else:
+            idx = pi.mode() if self.readout == "mode" else _sample(pi, self.gen)
+            a = bins_to_action(idx.float(), self.dyn.act_bins)[0]
         self.prev = a
         return a.cpu().numpy().astype(np.float32)
 
 
-def actors_for(env: PixelEnv, tok, dyn, heads, span: int, window: int, device, greedy=False, seed=0):
+def actors_for(env: PixelEnv, tok, dyn, heads, span: int, window: int, device, readout="sample", seed=0):
     """One Actor, or in a multi-agent env one per agent: the same weights, each with its own context and
     caches (the shared policy drives every agent)."""
     n = getattr(env, "num_agents", 0)
     acts = [
-        Actor(tok, dyn, heads, span, window, device, greedy, seed=seed + 7919 * k) for k in range(max(n, 1))
+        Actor(tok, dyn, heads, span, window, device, readout, seed=seed + 7919 * k) for k in range(max(n, 1))
     ]
     return acts if n else acts[0]
 

@@ -33,7 +33,8 @@ def ensure_episodes(cfg: RunConfig) -> EpisodeStore:
         rest = random_rest(cfg.env.id, env.action_spec.dims, cfg.data.random_rest)
         n = -(-missing // per_run)
         d = cfg.data
-        stats = collect(env, store, n, d.policy, seed=cfg.seed, hold=d.random_hold, rest=rest)
+        drv = {"noise": d.driver_noise, "hold": d.driver_hold}
+        stats = collect(env, store, n, d.policy, seed=cfg.seed, hold=d.random_hold, rest=rest, driver=drv)
         env.close()
         print("collect:", json.dumps(stats), flush=True)
     dist.barrier()
@@ -137,7 +138,7 @@ def train_loop(cfg: RunConfig, progress: bool = True) -> dict:
     import numpy as np
 
     from .collect import random_policy
-    from .imagine import actors_for, evaluate_policy
+    from .imagine import READOUTS, actors_for, evaluate_policy
     from .latents import tok_span
     from .media import save_gif, upscale
     from .report import write_report
@@ -161,15 +162,19 @@ def train_loop(cfg: RunConfig, progress: bool = True) -> dict:
     a = cfg.agent
 
     n_agents = getattr(env, "num_agents", 0)  # multi-agent envs: one shared policy drives every agent
-    # the loop scores the trained policies in one mode (agent.eval_greedy) and, at the end, RL in the other
-    mode, other = ("greedy", "sampled") if a.eval_greedy else ("sampled", "greedy")
+    # the loop scores the trained policies in one readout (agent.eval_readout) and, at the end, RL in the
+    # other two (imagine.READOUTS)
+    mode = a.eval_readout
+    if mode not in READOUTS:
+        raise ValueError(f"agent.eval_readout must be one of {READOUTS}, not {mode!r}")
+    others = [r for r in READOUTS if r != mode]
 
     def bar(label: str) -> str | None:  # a progress bar's label, or None for no bar
         return label if progress else None
 
-    def actor(policy: str, greedy: bool = False, seed: int = 0):
+    def actor(policy: str, readout: str = "sample", seed: int = 0):
         tok, dyn, heads = load_agent(cfg, device, policy)
-        return actors_for(env, tok, dyn, heads, tok_span(tok), cfg.dynamics.context, device, greedy, seed)
+        return actors_for(env, tok, dyn, heads, tok_span(tok), cfg.dynamics.context, device, readout, seed)
 
     def random_policies(seed: int):
         rngs = [np.random.default_rng([seed, k]) for k in range(max(n_agents, 1))]
@@ -186,7 +191,7 @@ def train_loop(cfg: RunConfig, progress: bool = True) -> dict:
             loop = {"iteration": it + 1, "evals": loop["evals"]}
             continue
         with timer("eval"):
-            ev = evaluate_policy(env, actor("rl", a.eval_greedy, seed=it), a.eval_episodes, desc=bar("eval"))
+            ev = evaluate_policy(env, actor("rl", mode, seed=it), a.eval_episodes, desc=bar("eval"))
         steps = store.stats()["steps"]
         logger = Logger(d, cfg, cfg.wandb)
         logger.log(
@@ -220,21 +225,20 @@ def train_loop(cfg: RunConfig, progress: bool = True) -> dict:
         return {}
 
     # final comparison on the same fixed seeds: random, behaviour-cloned, and imagination-trained policies
-    # (the last two in `mode`), and the trained policy in the `other` mode
+    # (the last two in `mode`), and the trained policy in the other readouts
     with timer("eval"):
         evals = {
             "random": evaluate_policy(env, random_policies(0), a.eval_episodes, desc=bar("eval random")),
             "behaviour cloning": evaluate_policy(
-                env, actor("bc", a.eval_greedy), a.eval_episodes, desc=bar("eval BC")
+                env, actor("bc", mode), a.eval_episodes, desc=bar("eval BC")
             ),
             "imagination RL": loop["evals"][-1] if loop["evals"] else {},
         }
-        if loop["evals"]:
-            rl_other = actor("rl", not a.eval_greedy, seed=a.iterations)
+        for other in others if loop["evals"] else []:
             evals[f"imagination RL {other}"] = evaluate_policy(
-                env, rl_other, a.eval_episodes, desc=bar(f"eval RL {other}")
+                env, actor("rl", other, seed=a.iterations), a.eval_episodes, desc=bar(f"eval RL {other}")
             )
-        frames = record_episode(env, actor("rl", a.eval_greedy), seed=10_000)
+        frames = record_episode(env, actor("rl", mode), seed=10_000)
     save_gif(d / "media" / "agent_episode.gif", upscale(frames, max(1, 128 // frames.shape[1])), fps=15)
     env.close()
     evals = {k: v for k, v in evals.items() if v}

@@ -123,13 +123,17 @@ def optimizer_step(
     guard: StepGuard | None = None,
 ) -> float:
     """Learning rate from the schedule, backward, gradient clipping, step. Returns the unclipped grad norm.
-    With a guard, a step whose loss or gradient norm is not finite updates nothing (StepGuard)."""
+    params: the parameters to clip, or a list of parameter lists clipped each on its own (their norms
+    combined in the returned one). With a guard, a step whose loss or gradient norm is not finite updates
+    nothing (StepGuard)."""
     lr = lr_at(step, tc.lr, tc.warmup, budget_used(step, elapsed_s, tc))
     for g in opt.param_groups:
         g["lr"] = lr * g.get("lr_scale", 1.0)
     opt.zero_grad(set_to_none=True)
     loss.backward()
-    norm = torch.nn.utils.clip_grad_norm_(params, tc.grad_clip).item()
+    groups = params if isinstance(params, list) and params and isinstance(params[0], list) else [params]
+    norms = [torch.nn.utils.clip_grad_norm_(ps, tc.grad_clip).item() for ps in groups]
+    norm = math.sqrt(sum(n * n for n in norms))
     if guard is not None and not guard.check(loss.item(), norm, step):
         opt.zero_grad(set_to_none=True)
         return norm

@@ -119,7 +119,10 @@ def train_finetune(cfg: RunConfig, scale: int = 1, progress: bool = True) -> tup
     # bench_agent_outputs.py: spread across frames 0.84 -> 0.01 at lr 3e-4, 0.25 after 60 steps at 3e-5)
     scale = cfg.agent.ft_transformer_lr_scale
     opt = make_optimizer(pair, tc, lr_scale=lambda name: scale if name.startswith("dyn.") else 1.0)
-    seq_len = max(cfg.data.seq_len, cfg.agent.mtp + 2)  # room for the multi-token targets
+    # one context length for the heads: they train on segments as long as the window the agent acts and
+    # imagines with (dynamics.context), so h never sees more frames when used than when trained (and at
+    # least mtp + 2 frames, room for the multi-token targets)
+    seq_len = max(cfg.dynamics.context, cfg.agent.mtp + 2)
     train_s, held = samplers(cfg, store, seq_len, cfg.data.batch)
     state = StageState(run / "checkpoints" / "finetune.pt", cfg, {"model": pair}, opt, train_s)
     if state.resume(device):
@@ -206,8 +209,10 @@ def train_imagination(cfg: RunConfig, scale: int = 1, progress: bool = True) -> 
     for p in [*tok.parameters(), *dyn.parameters(), *bc_heads.parameters()]:
         p.requires_grad_(False)
     heads = copy.deepcopy(bc_heads)  # trainable copy; bc_heads stays as the prior
-    trainable = [*heads.policy.parameters(), *heads.value.parameters()]
-    for p in trainable:
+    # (ours) the policy and the value are clipped each on its own: with one clip, a large value gradient
+    # (32 fits per rollout at 10x the learning rate) shrank the policy's step with it
+    trainable = [list(heads.policy.parameters()), list(heads.value.parameters())]
+    for p in [*trainable[0], *trainable[1]]:
         p.requires_grad_(True)
     a, tc = cfg.agent, scaled(cfg.rl_train, scale)
     groups = [
@@ -259,6 +264,10 @@ def train_imagination(cfg: RunConfig, scale: int = 1, progress: bool = True) -> 
         for _ in range(a.value_updates - 1):
             vloss, _ = rl_loss(roll, 0.0)
             optimizer_step(opt, vloss, trainable, tc, state.step, state.elapsed, g)
+        # how stable are the signs PMPO acted on? the share of advantages whose sign is the same with the
+        # value after this rollout's fits as with the value before them
+        after = advantages(heads, roll, a.gamma, a.lam)
+        metrics["adv_sign_agree"] = ((after >= 0) == (roll["adv"] >= 0)).float().mean().item()
         elapsed = time.perf_counter() - t0
         state.tick(elapsed, device)
         metrics["imagined_frames_per_s"] = a.rollouts * a.horizon / elapsed

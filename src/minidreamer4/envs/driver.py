@@ -5,7 +5,7 @@ model and the agent see pixels only.
 Pure pursuit on the track's centre line: steer towards the track point `lookahead` tiles ahead of the
 nearest one, hold a target speed that drops before sharp bends. It is made imperfect on purpose: with
 probability `noise` per step (when not already perturbed) a perturbation starts and holds a random
-steering for 1..`hold` steps, so the data also shows what off-plan actions do (a perfect driver's
+steering (and half of the time a random gas) for 1..`hold` steps, so the data also shows what off-plan actions do (a perfect driver's
 actions could be read off the road ahead, and a world model would not need them).
 """
 
@@ -70,8 +70,12 @@ class CarRacingDriver:
         a = from_env_action(self._plan(), self.env.action_spec)
         if self.left == 0 and self.rng.random() < self.noise:  # start a held perturbation
             self.left = int(self.rng.integers(1, self.hold + 1))
-            self.held = self.rng.uniform(-1, 1)
-        if self.left > 0:  # the steering is held off-plan; gas and brake stay the plan's
+            # a random steering, and half of the time a random gas too (brake released)
+            gas = self.rng.uniform(-1, 1) if self.rng.random() < 0.5 else None
+            self.held = (self.rng.uniform(-1, 1), gas)
+        if self.left > 0:  # held off-plan; the rest stays the plan's
             self.left -= 1
-            a[0] = self.held
+            a[0] = self.held[0]
+            if self.held[1] is not None:
+                a[1], a[2] = self.held[1], -1.0
         return a.astype(np.float32)
