@@ -5,8 +5,9 @@ model and the agent see pixels only.
 Pure pursuit on the track's centre line: steer towards the track point `lookahead` tiles ahead of the
 nearest one, hold a target speed that drops before sharp bends. It is made imperfect on purpose: with
 probability `noise` per step (when not already perturbed) a perturbation starts and holds a random
-steering (and half of the time a random gas) for 1..`hold` steps, so the data also shows what off-plan actions do (a perfect driver's
-actions could be read off the road ahead, and a world model would not need them).
+steering (and half of the time a random gas) for 1..`hold` steps, so the data also shows what off-plan
+actions do (a perfect driver's actions could be read off the road ahead, and a world model would not need
+them).
 """
 
 from __future__ import annotations
