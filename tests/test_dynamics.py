@@ -137,6 +137,27 @@ def test_bootstrap_teacher_keeps_the_students_context(monkeypatch):
     assert torch.equal(is_flow, ~boot) and torch.allclose(per_frame, expect, atol=1e-5)
 
 
+def test_bootstrap_rows_pay_for_the_teacher_alone(monkeypatch):
+    """dynamics.boot_rows: bootstrap frames come by rows, the other rows are all at the finest step (plain
+    x-loss), and the teacher passes see the bootstrap rows only."""
+    m = _model(boot_rows=0.5)
+    z, act, has = _inputs(B=16, T=5)
+    sizes, forward = [], m.forward_tokens
+    monkeypatch.setattr(
+        m, "forward_tokens", lambda x, *a, **k: (sizes.append(x.shape[0]), forward(x, *a, **k))[1]
+    )
+    torch.manual_seed(0)
+    per_frame, _, is_flow, _ = m._shortcut_loss(m.pack(z), act, has)
+    flow_rows = is_flow.all(1)
+    assert 0 < flow_rows.sum() < 16  # some rows all at the finest step, some with bootstrap frames
+    n_boot_rows = int((~is_flow).any(1).sum())
+    assert sizes == [16, n_boot_rows, n_boot_rows]  # student on every row, two teacher passes on the rest
+    frac = torch.stack(
+        [torch.manual_seed(i) and m._shortcut_loss(m.pack(z), act, has)[2].all(1) for i in range(60)]
+    )
+    assert 0.3 < frac.float().mean() < 0.7  # about half of the rows need no teacher
+
+
 def test_kv_cache_sampling_equals_recompute():
     m = _model()
     z, act, has = _inputs(T=6)

@@ -78,6 +78,9 @@ class DynamicsConfig:
     # network makes itself: on CarRacing the finest-step x-error stayed at E[z^2] after 500 steps; with 0.75
     # it fell 9x in 100 steps (see the README).
     flow_frac: float = 0.75
+    # (ours) > 0: bootstrap frames come by rows instead (this fraction of the rows draws k ~ U{1..k_max}
+    # for every frame, the others are at the finest step), and only those rows pay for the teacher passes
+    boot_rows: float = 0.0
     # loss weight w(tau) = ramp tau + (1 - ramp); METHOD.md's ramp is 0.9 (ramp 0: every frame the same). A
     # 4-minute A/B on DotTrack measured no difference in how much the model uses the actions (README)
     ramp: float = 0.9

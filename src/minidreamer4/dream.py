@@ -222,18 +222,19 @@ def action_effect(
     T = turn_steps
     xl, xr = env_branches(env, metas, acts, branch_at, [np.tile(left, (T, 1)), np.tile(right, (T, 1))])
     env.close()
-    d = turn_check(tok, dyn, batch, context, (left, right), T, span, seed)
-    dd = (d[0, :, -1] - d[1, :, -1]).flatten(1)
-    xd = torch.from_numpy(xl[:, -1].astype(np.float32) - xr[:, -1].astype(np.float32)).flatten(1) / 255.0
-    dd = dd.cpu()
-    cos = (dd * xd).sum(1) / (dd.norm(dim=1) * xd.norm(dim=1)).clamp_min(1e-12)
+    d = turn_check(tok, dyn, batch, context, (left, right), T, span, seed).cpu()
+    dd = (d[0] - d[1]).flatten(2)  # (N, T, pixels): the dream's left minus right, per step
+    xd = torch.from_numpy(xl.astype(np.float32) - xr.astype(np.float32)).flatten(2) / 255.0
+    cos = (dd * xd).sum(-1) / (dd.norm(dim=-1) * xd.norm(dim=-1)).clamp_min(1e-12)  # (N, T)
     # a dream whose left and right differ by less than a tenth of the env's (in norm) has not turned
-    moved = dd.norm(dim=1) > 0.1 * xd.norm(dim=1)
+    right_way = (cos > 0) & (dd.norm(dim=-1) > 0.1 * xd.norm(dim=-1))
     out["turn_steps"] = T
-    out["turn_right_way"] = round(((cos > 0) & moved).float().mean().item(), 4)
-    out["turn_cosine"] = round(cos.mean().item(), 4)
-    out["turn_env_lr_mse"] = round(xd.pow(2).mean().item(), 6)  # how far apart the env's two branches are
-    out["turn_dream_lr_mse"] = round(dd.pow(2).mean().item(), 6)
+    out["turn_right_way"] = round(right_way[:, -1].float().mean().item(), 4)
+    out["turn_cosine"] = round(cos[:, -1].mean().item(), 4)
+    out["turn_right_way_per_step"] = [round(x, 3) for x in right_way.float().mean(0).tolist()]
+    out["turn_cosine_per_step"] = [round(x, 3) for x in cos.mean(0).tolist()]
+    out["turn_env_lr_mse"] = round(xd[:, -1].pow(2).mean().item(), 6)  # how far apart the env's branches are
+    out["turn_dream_lr_mse"] = round(dd[:, -1].pow(2).mean().item(), 6)
     return out
 
 
