@@ -284,7 +284,7 @@ class Dynamics(nn.Module):
             lvl, step = self.context_level()
             tau, d = torch.where(ctx, lvl, tau), torch.where(ctx, step, d)
         z0 = torch.randn_like(z1)
-        tb, db = tau[..., None, None], d[..., None, None]
+        tb = tau[..., None, None]
         z_tau = (1 - tb) * z0 + tb * z1
         agent = None
         if return_agent:
