@@ -227,3 +227,13 @@ def test_policy_readouts_of_a_known_distribution():
     mean = pi.mean_action()[0]
     assert math.isclose(mean[0].item(), -0.1 + 0.7, abs_tol=1e-6)
     assert abs(mean[1].item()) < 1e-6  # a two-peaked distribution reads its middle
+
+
+def test_scale_grad_keeps_the_value_and_scales_the_gradient():
+    from minidreamer4.train_agent import scale_grad
+
+    x = torch.tensor([1.0, -2.0], requires_grad=True)
+    y = scale_grad(x * 3, 0.1)
+    assert torch.equal(y, torch.tensor([3.0, -6.0]))
+    y.sum().backward()
+    assert torch.allclose(x.grad, torch.tensor([0.3, 0.3]))

@@ -57,12 +57,17 @@ def build_agent(cfg: RunConfig, tok: Tokenizer, bins: tuple[int, ...]) -> tuple[
     return dyn, AgentHeads(cfg.dynamics.dim, bins, mtp=a.mtp, hidden=a.hidden)
 
 
+def scale_grad(x: torch.Tensor, s: float) -> torch.Tensor:
+    """x in the forward pass; its gradient times s in the backward pass."""
+    return x if s == 1.0 else x.detach() + (x - x.detach()) * s
+
+
 class _Pair(torch.nn.Module):
     """The dynamics model and its heads: one optimizer, one state dict, and forward = the phase-2 losses."""
 
-    def __init__(self, dyn: Dynamics, heads: AgentHeads):
+    def __init__(self, dyn: Dynamics, heads: AgentHeads, agent_grad_scale: float = 1.0):
         super().__init__()
-        self.dyn, self.heads = dyn, heads
+        self.dyn, self.heads, self.agent_grad_scale = dyn, heads, agent_grad_scale
 
     def forward(self, b: dict, heads_only: bool = False) -> tuple[torch.Tensor, dict]:
         """b: a batch with latents z (latents.LatentCache). Dynamics loss (METHOD.md 2) + BC, reward and
@@ -78,6 +83,7 @@ class _Pair(torch.nn.Module):
         # noisy prediction pass a frame's own latents are often mostly noise, so the reward of arriving
         # at it cannot be read there, and the heads would train on inputs they never see when acting.
         h = self.dyn.add_context(b["z"], b["act"], b["has_act"], None, task=b.get("task"), return_agent=True)
+        h = scale_grad(h, self.agent_grad_scale)  # the heads learn at full strength, the transformer less
         act_idx = act_to_idx(b["act"], self.dyn)
         agent_loss, am = bc_reward_losses(self.heads, h, act_idx, b["has_act"], b["rew"], b["term"])
         self._last = (h.detach(), act_idx)
@@ -106,7 +112,7 @@ def train_finetune(cfg: RunConfig, scale: int = 1, progress: bool = True) -> tup
     store = EpisodeStore(episodes_dir(cfg))
     bins = tuple(store.reference()["action_spec"]["bins"])
     dyn, heads = build_agent(cfg, tok, bins)
-    pair = _Pair(dyn, heads).to(device)
+    pair = _Pair(dyn, heads, cfg.agent.ft_agent_grad_scale).to(device)
     phase1 = load_checkpoint(run / "checkpoints" / "dynamics.pt", device)["model"]
     missing, unexpected = dyn.load_state_dict(phase1, strict=False)
     assert not unexpected and all(k.startswith(("task_embed", "agent_")) for k in missing), (
@@ -114,9 +120,9 @@ def train_finetune(cfg: RunConfig, scale: int = 1, progress: bool = True) -> tup
         unexpected,
     )
     tc = scaled(cfg.ft_train, scale)
-    # (ours) the transformer learns slower than the new heads: at the full rate the reward and continuation
-    # losses collapsed the agent tokens' outputs to a constant within ~20 steps (benchmarks/
-    # bench_agent_outputs.py: spread across frames 0.84 -> 0.01 at lr 3e-4, 0.25 after 60 steps at 3e-5)
+    # (ours) see AgentConfig.ft_agent_grad_scale: the agent losses reach the transformer scaled down (at
+    # full strength they collapsed the agent tokens' outputs to a constant within ~20 steps,
+    # benchmarks/bench_agent_outputs.py), the world model's own loss does not
     scale = cfg.agent.ft_transformer_lr_scale
     opt = make_optimizer(pair, tc, lr_scale=lambda name: scale if name.startswith("dyn.") else 1.0)
     # one context length for the heads: they train on segments as long as the window the agent acts and
