@@ -26,7 +26,7 @@ def cmd_envs(args: argparse.Namespace) -> None:
 def cmd_collect(args: argparse.Namespace) -> None:
     from .collect import collect
     from .data import EpisodeStore
-    from .envs import make_env_from_config, random_rest
+    from .envs import data_source, make_env_from_config, random_rest
     from .run import episodes_dir
 
     cfg = C.config_from_args(args)
@@ -34,7 +34,7 @@ def cmd_collect(args: argparse.Namespace) -> None:
     out = args.out or str(episodes_dir(cfg))
     env = make_env_from_config(cfg.env)
     rest = random_rest(cfg.env.id, env.action_spec.dims, cfg.data.random_rest)
-    policy = args.policy or cfg.data.policy
+    policy = data_source(cfg.env.id, args.policy or cfg.data.policy)
     d = cfg.data
     drv = {"noise": d.driver_noise, "hold": d.driver_hold}
     stats = collect(  # multi-agent: races

@@ -37,10 +37,14 @@ class DataConfig:
     holdout_every: int = 10  # episode index % holdout_every == 0 is held out for evaluation
     collect_episodes: int = 20  # episodes of data.policy to collect when the store is empty
     # the first collection's source: random | explore | driver (CarRacing) or a mix, "driver:1,explore:1"
-    # (collect.py); the loop's later collections use the agent's own policy
-    policy: str = "random"
-    driver_noise: float = 0.05  # the driver's chance per step to start a held random perturbation
-    driver_hold: int = 4  # ... held for 1..driver_hold steps (envs/driver.py)
+    # (collect.py); "auto": the env's own (envs.DATA_SOURCE: CarRacing's driver, else random). The loop's
+    # later collections use the agent's own policy
+    policy: str = "auto"
+    # the driver's chance per step to start a held random perturbation, held 1..driver_hold steps
+    # (envs/driver.py). Measured on CarRacing (docs/experiments.md): 0.05 / 4 with the gas never
+    # perturbed: the dream turned the right way in 28% of the turn checks; 0.1 / 8: 78%
+    driver_noise: float = 0.1
+    driver_hold: int = 8
     random_hold: int = 1  # the random policy keeps each action 1..random_hold steps (1: new each step)
     # (ours) per action dimension, the chance that the exploring random policy leaves it at its lowest value
     # (comma-separated, or one value for all); "auto": the env's own (envs.RANDOM_REST), "0": uniform

@@ -11,7 +11,7 @@ from . import distributed as dist
 from .collect import collect
 from .config import RunConfig
 from .data import EpisodeStore
-from .envs import make_env_from_config, random_rest
+from .envs import data_source, make_env_from_config, random_rest
 from .run import episodes_dir, pick_device, prepare_run_dir
 
 
@@ -34,7 +34,8 @@ def ensure_episodes(cfg: RunConfig) -> EpisodeStore:
         n = -(-missing // per_run)
         d = cfg.data
         drv = {"noise": d.driver_noise, "hold": d.driver_hold}
-        stats = collect(env, store, n, d.policy, seed=cfg.seed, hold=d.random_hold, rest=rest, driver=drv)
+        source = data_source(cfg.env.id, d.policy)
+        stats = collect(env, store, n, source, seed=cfg.seed, hold=d.random_hold, rest=rest, driver=drv)
         env.close()
         print("collect:", json.dumps(stats), flush=True)
     dist.barrier()

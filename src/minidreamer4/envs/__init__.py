@@ -28,6 +28,17 @@ RECOMMENDED = ["CarRacing-v3", "DotTrack-v0", "MultiCarRacing-v0"]
 # random baseline that agents are scored against stays uniform.
 RANDOM_REST = {"CarRacing-v3": (0.0, 0.0, 0.9)}
 
+# the first collection's data source per env for `data.policy auto` (collect.py): CarRacing learns from
+# its scripted driver's demonstrations (with random held perturbations), as the paper learns from recorded
+# play: with random actions the dream followed 0.7% of what the actions do at horizon 8, with the driver's
+# episodes 14-32% (docs/experiments.md); other envs explore at random
+DATA_SOURCE = {"CarRacing-v3": "driver"}
+
+
+def data_source(env_id: str, setting: str = "auto") -> str:
+    return DATA_SOURCE.get(env_id, "random") if setting == "auto" else setting
+
+
 # env steps taken with a no-op action after every reset and never observed, per env (`env.skip_start`
 # -1). CarRacing-v3 zooms its camera in over the first 50 frames (1 s): frames no policy acts on later.
 SKIP_START: dict[str, int] = {}
@@ -213,6 +224,7 @@ __all__ = [
     "known_env_ids",
     "make_env",
     "make_env_from_config",
+    "data_source",
     "random_rest",
     "skip_start",
     "turn_actions",
