@@ -237,3 +237,32 @@ def test_scale_grad_keeps_the_value_and_scales_the_gradient():
     assert torch.equal(y, torch.tensor([3.0, -6.0]))
     y.sum().backward()
     assert torch.allclose(x.grad, torch.tensor([0.3, 0.3]))
+
+
+def test_value_and_policy_gradients_are_clipped_each_on_its_own():
+    # issue 18 (e): a large value gradient must not shrink the policy's step (one shared clip did)
+    from minidreamer4.config import TrainConfig
+    from minidreamer4.train import optimizer_step
+
+    tc = TrainConfig(steps=10, lr=0.1, warmup=0, grad_clip=1.0)
+    for separate in (True, False):
+        value, policy = torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))
+        opt = torch.optim.SGD([value, policy], lr=0.1)
+        loss = 1000.0 * value.sum() + 0.5 * policy.sum()
+        params = [[value], [policy]] if separate else [value, policy]
+        norm = optimizer_step(opt, loss, params, tc, step=0, elapsed_s=0.0)
+        assert abs(norm - (1000.0**2 + 0.5**2) ** 0.5) < 1e-3  # the unclipped norm either way
+        assert torch.allclose(value.grad, torch.tensor([1.0]), atol=1e-5) if separate else True
+        expected = 0.5 if separate else 0.5 / (1000.0**2 + 0.5**2) ** 0.5
+        assert torch.allclose(policy.grad, torch.tensor([expected]), rtol=1e-4)
+
+
+def test_heads_train_on_the_window_the_agent_acts_with():
+    # issue 18 (c): finetune segments as long as the context imagination and acting read (dynamics.context)
+    from minidreamer4.config import preset
+    from minidreamer4.train_agent import agent_seq_len
+
+    for name in ("tiny", "cpu", "dottrack", "gpu"):
+        cfg = preset(name)
+        assert agent_seq_len(cfg) == max(cfg.dynamics.context, cfg.agent.mtp + 2)
+        assert agent_seq_len(cfg) >= cfg.dynamics.context

@@ -19,6 +19,7 @@ ARTEFACTS = [
     "media/tokenizer_recon.gif",
     "media/dream_real_actions.gif",
     "media/agent_episode.gif",
+    "media/agent_vs_dream.gif",
 ]
 
 
@@ -36,6 +37,10 @@ def test_train_loop_end_to_end_and_resume(tmp_path):
     assert "| imagination RL sample |" in report and "| imagination RL mean |" in report
     assert json.loads((run / "summary.json").read_text())["eval_mode"] == "mode"
     assert list((run / "media").glob("plot_*.png"))
+    from PIL import Image
+
+    with Image.open(run / "media" / "agent_vs_dream.gif") as gif:  # the real episode | its dream, side by side
+        assert gif.size[0] == 2 * gif.size[1] and gif.n_frames > 8
     loop = json.loads((run / "loop.json").read_text())
     assert loop["iteration"] == 2 and len(loop["evals"]) == 2
     stages = {json.loads(x)["stage"] for x in open(run / "metrics.jsonl")}

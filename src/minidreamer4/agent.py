@@ -1,4 +1,5 @@
 """The agent (METHOD.md section 3): heads on the agent tokens' outputs, and the math of imagination RL.
+In this repository's words, with the equations and departures: docs/method.md section 4.
 
 Alignment used throughout (the episode store's, see data.py): frame t carries the action that LED to it
 (a_{t-1}) and the reward received on arriving (r_t). The agent token of frame t sees frame t and earlier, so

@@ -1,4 +1,5 @@
 """Interactive dynamics with shortcut forcing (METHOD.md section 2), on latents of the frozen tokenizer.
+In this repository's words, with the equations and departures: docs/method.md section 3.
 
 Tokens of one frame (B, T, N, D), N = N_z + S_a + 1 + S_r:
   [ N_z spatial tokens | S_a action tokens | 1 (signal level, step size) token | S_r registers ]

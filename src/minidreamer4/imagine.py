@@ -1,4 +1,5 @@
 """Imagination RL (METHOD.md section 3, phase 3) and acting in the real environment.
+In this repository's words, with the equations and departures: docs/method.md section 4.
 
 Phase 3: the transformer and the reward / continuation heads are frozen; only the policy and value heads
 learn. Rollouts start from real held-in contexts, the policy picks actions from the agent tokens' outputs,

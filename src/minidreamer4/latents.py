@@ -1,5 +1,6 @@
 """One rule for the tokenizer latents of frames, used by every path: training the dynamics model, finetuning,
 imagination starts, dreams, benchmarks and acting.
+In this repository's words, with the equations and departures: docs/method.md section 2 (the encoding rule).
 
 The rule: an episode's frames go through the tokenizer's encoder as ONE causal stream from the episode's
 first frame, with a KV cache that keeps the `span - 1` frames before the current one (`span` = the length

@@ -1,11 +1,14 @@
 """The default job, stage by stage. Each stage resumes from its own checkpoint, so running the same command
-again continues where it stopped."""
+again continues where it stopped.
+In this repository's words, with the equations and departures: docs/method.md section 5."""
 
 from __future__ import annotations
 
 import json
 import time
 from pathlib import Path
+
+import torch
 
 from . import distributed as dist
 from .collect import collect
@@ -112,7 +115,7 @@ class _Timer:
             self.path.write_text(json.dumps(self.t, indent=2))
 
 
-def record_episode(env, policy, seed: int, max_frames: int = 300):
+def record_episode(env, policy, seed: int, max_frames: int = 300, with_actions: bool = False):
     """Frames (T, H, W, 3) uint8 of one episode of `policy`, for a GIF. In a multi-agent env `policy` is
     one policy per agent and the frames show every agent's view side by side."""
     import numpy as np
@@ -127,18 +130,51 @@ def record_episode(env, policy, seed: int, max_frames: int = 300):
     obs = env.reset(seed=seed)
     if hasattr(policy, "reset"):
         policy.reset()
-    frames, done = [env.frame], False
+    frames, acts, done = [env.frame], [], False
     while not done and len(frames) < max_frames:
-        obs, _, term, trunc, _ = env.step(policy(obs))
+        acts.append(policy(obs))
+        obs, _, term, trunc, _ = env.step(acts[-1])
         frames.append(env.frame)
         done = term or trunc
-    return np.stack(frames).transpose(0, 2, 3, 1)
+    return (
+        (np.stack(frames).transpose(0, 2, 3, 1), np.stack(acts))
+        if with_actions
+        else np.stack(frames).transpose(0, 2, 3, 1)
+    )
+
+
+@torch.no_grad()
+def agent_beside_dream(env, actor, tok, dyn, span: int, seed: int, context: int = 8, max_frames: int = 160):
+    """Frames (T, H, 2W, 3) uint8: the agent driving in the real env (left) beside the world model's dream
+    of the same episode (right): the first `context` real frames, then the agent's own actions dreamed open
+    loop (K sampling steps, KV cache). Where the two drift apart, the agent trained on a dream that was not
+    the env. Observations and frames are the same size here (the env's `frame` is what the agent sees)."""
+    import numpy as np
+
+    from .latents import encode_stream
+    from .media import to_uint8_hwc
+
+    obs_frames, acts = record_episode(
+        env, actor, seed, max_frames, with_actions=True
+    )  # (T+1, H, W, 3), (T, A)
+    dev = next(dyn.parameters()).device
+    C = min(context, len(acts))
+    real = torch.from_numpy(obs_frames).permute(0, 3, 1, 2)[None].to(dev)  # (1, T+1, C, H, W) uint8
+    z = encode_stream(tok, real[:, :C], span)
+    act = torch.from_numpy(acts).float()[None].to(dev)  # act[t] leads from frame t to frame t+1
+    prev = torch.cat([torch.zeros_like(act[:, :1]), act[:, : C - 1]], 1)  # the action that led to each frame
+    has = torch.arange(C, device=dev)[None] > 0
+    fut = act[:, C - 1 :]
+    dz = dyn.dream(z, prev, has, fut)
+    dreamed = tok.decode_long(torch.cat([z, dz], 1), span).clamp(0, 1)[0]
+    dream = np.concatenate([obs_frames[:C], to_uint8_hwc(dreamed[C:])])[: len(obs_frames)]
+    return np.concatenate([obs_frames, dream], axis=2)
 
 
 def train_loop(cfg: RunConfig, progress: bool = True) -> dict:
     import numpy as np
 
-    from .collect import random_policy
+    from .collect import parse_sources, random_policy, source_policy
     from .imagine import READOUTS, actors_for, evaluate_policy
     from .latents import tok_span
     from .media import save_gif, upscale
@@ -235,11 +271,30 @@ def train_loop(cfg: RunConfig, progress: bool = True) -> dict:
             ),
             "imagination RL": loop["evals"][-1] if loop["evals"] else {},
         }
+        sources = [name for name, w in parse_sources(data_source(cfg.env.id, cfg.data.policy)) if w > 0]
+        if "driver" in sources and not n_agents:  # the demonstrator, as it collected (noise, hold)
+            drv = {"noise": cfg.data.driver_noise, "hold": cfg.data.driver_hold}
+            driver = source_policy("driver", env, np.random.default_rng([cfg.seed, 2]), driver=drv)
+            evals["driver"] = evaluate_policy(env, driver, a.eval_episodes, desc=bar("eval driver"))
         for other in others if loop["evals"] else []:
             evals[f"imagination RL {other}"] = evaluate_policy(
                 env, actor("rl", other, seed=a.iterations), a.eval_episodes, desc=bar(f"eval RL {other}")
             )
         frames = record_episode(env, actor("rl", mode), seed=10_000)
+        if not n_agents:  # single-agent envs: the agent beside the dream of its own actions
+            tok, dyn, heads = load_agent(cfg, device, "rl")
+            beside = agent_beside_dream(
+                env,
+                actors_for(env, tok, dyn, heads, tok_span(tok), cfg.dynamics.context, device, mode),
+                tok,
+                dyn,
+                tok_span(tok),
+                seed=10_000,
+                context=min(8, cfg.dynamics.context),
+            )
+            save_gif(
+                d / "media" / "agent_vs_dream.gif", upscale(beside, max(1, 128 // beside.shape[1])), fps=15
+            )
     save_gif(d / "media" / "agent_episode.gif", upscale(frames, max(1, 128 // frames.shape[1])), fps=15)
     env.close()
     evals = {k: v for k, v in evals.items() if v}

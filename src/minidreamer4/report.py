@@ -65,7 +65,7 @@ def write_report(run: Path, summary: dict, evals: dict[str, dict], timings: dict
     lines += ["", "## Wall time per stage (minutes)", "", "| stage | minutes |", "| --- | --- |"]
     lines += [f"| {k} | {v / 60:.1f} |" for k, v in timings.items()]
     lines += ["", "## Summary", "", "```json", json.dumps(summary, indent=2), "```", "", "## Media", ""]
-    for gif in ("tokenizer_recon.gif", "dream_real_actions.gif", "agent_episode.gif"):
+    for gif in ("tokenizer_recon.gif", "dream_real_actions.gif", "agent_episode.gif", "agent_vs_dream.gif"):
         if (run / "media" / gif).exists():
             lines.append(f"![{gif}](media/{gif})")
     lines += ["", "## Curves", ""] + [f"![{p.stem}](media/{p.name})" for p in plots]

@@ -1,4 +1,5 @@
 """Causal video tokenizer: a masked autoencoder with a tanh bottleneck (METHOD.md section 1).
+In this repository's words, with the equations and departures: docs/method.md section 2.
 
 Per frame (all shapes per frame; B batch, T time):
   encoder tokens  [ N_p patch tokens | N_l latent tokens ]      patches read patches only,

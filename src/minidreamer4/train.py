@@ -3,7 +3,8 @@
 - stops at its step budget or its minute budget (counted over all resumed runs), whichever comes first;
 - logs one line per interval plus a tqdm bar, metrics.jsonl and TensorBoard; evaluates and checkpoints
   periodically, and once more at the end.
-"""
+
+In this repository's words, with the equations and departures: docs/method.md section 6 (StepGuard)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """Agent stages (METHOD.md 3): phase 2 finetune and phase 3 imagination RL, each a visible loop that resumes
 from its checkpoint like the stages in train.py.
+In this repository's words, with the equations and departures: docs/method.md section 4.
 
 checkpoints/finetune.pt     dynamics WITH agent tokens + all heads (policy = the behaviour-cloned prior)
 checkpoints/imagination.pt  the policy and value heads trained in imagination
@@ -102,6 +103,13 @@ class _RLLoss(torch.nn.Module):
         return rl_losses(self.heads, self.prior, roll, a.gamma, a.lam, a.alpha, a.beta, policy_weight)
 
 
+def agent_seq_len(cfg: RunConfig) -> int:
+    """One context length for the heads: they train on segments as long as the window the agent acts and
+    imagines with (dynamics.context; imagine.Actor and imagine.imagine read that window), so h never sees
+    more frames when used than when trained; and at least mtp + 2 frames, room for the multi-token targets."""
+    return max(cfg.dynamics.context, cfg.agent.mtp + 2)
+
+
 def train_finetune(cfg: RunConfig, scale: int = 1, progress: bool = True) -> tuple[Dynamics, AgentHeads]:
     """Phase 2: behaviour cloning + reward (+ continuation) on the agent tokens, dynamics loss kept on; the
     whole transformer trains (METHOD.md 3). Starts from the phase-1 dynamics weights."""
@@ -125,10 +133,7 @@ def train_finetune(cfg: RunConfig, scale: int = 1, progress: bool = True) -> tup
     # benchmarks/bench_agent_outputs.py), the world model's own loss does not
     scale = cfg.agent.ft_transformer_lr_scale
     opt = make_optimizer(pair, tc, lr_scale=lambda name: scale if name.startswith("dyn.") else 1.0)
-    # one context length for the heads: they train on segments as long as the window the agent acts and
-    # imagines with (dynamics.context), so h never sees more frames when used than when trained (and at
-    # least mtp + 2 frames, room for the multi-token targets)
-    seq_len = max(cfg.dynamics.context, cfg.agent.mtp + 2)
+    seq_len = agent_seq_len(cfg)
     train_s, held = samplers(cfg, store, seq_len, cfg.data.batch)
     state = StageState(run / "checkpoints" / "finetune.pt", cfg, {"model": pair}, opt, train_s)
     if state.resume(device):
