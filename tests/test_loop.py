@@ -39,7 +39,7 @@ def test_train_loop_end_to_end_and_resume(tmp_path):
     assert list((run / "media").glob("plot_*.png"))
     from PIL import Image
 
-    with Image.open(run / "media" / "agent_vs_dream.gif") as gif:  # the real episode | its dream, side by side
+    with Image.open(run / "media" / "agent_vs_dream.gif") as gif:  # the real episode beside its dream
         assert gif.size[0] == 2 * gif.size[1] and gif.n_frames > 8
     loop = json.loads((run / "loop.json").read_text())
     assert loop["iteration"] == 2 and len(loop["evals"]) == 2
