@@ -47,9 +47,8 @@ def main() -> None:
     dl, dr = to_uint8_hwc(d[0]), to_uint8_hwc(d[1])
     pad = lambda x: np.pad(x, ((0, 0), (2, 2), (2, 2), (0, 0)), constant_values=255)  # noqa: E731
     rows = []
-    for i in range(
-        n
-    ):  # per context: real | dream (real actions) | env left | dream left | env right | dream right
+    # per context: real | dream (real actions) | env left | dream left | env right | dream right
+    for i in range(n):
         rows.append(np.concatenate([pad(v) for v in (real[i], dream[i], xl[i], dl[i], xr[i], dr[i])], axis=2))
     video = np.concatenate(rows, axis=1)  # (H, n rows, 6 columns)
     save_gif(a.out, upscale(video, a.scale), fps=6)

@@ -62,3 +62,14 @@ def test_skip_start_hides_the_zoom_and_replay_rebuilds_the_state():
     assert skip.replay(3, ep["act"][:25])
     skip.step(ep["act"][25])
     assert np.array_equal(skip.frame, ep["obs"][26])
+
+
+def test_eval_readout_auto_is_per_env():
+    # CarRacing's cloned driver drives with the expected bin value (+267.60) and not with the top bin
+    # (-93.42); DotTrack's agents scored best with the top bin (docs/experiments.md)
+    from minidreamer4.config import preset
+    from minidreamer4.envs import eval_readout
+
+    assert preset("cpu").agent.eval_readout == "auto"
+    assert eval_readout("CarRacing-v3") == "mean" and eval_readout("DotTrack-v0") == "mode"
+    assert eval_readout("CarRacing-v3", "sample") == "sample"  # an explicit setting wins

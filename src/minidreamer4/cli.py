@@ -108,7 +108,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    from .envs import make_env_from_config
+    from .envs import eval_readout, make_env_from_config
     from .imagine import actors_for, evaluate_policy
     from .latents import tok_span
     from .run import load_run_config, pick_device
@@ -118,7 +118,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     device = pick_device(args.device)
     tok, dyn, heads = load_agent(cfg, device, args.policy)
     env = make_env_from_config(cfg.env)
-    readout = args.readout or cfg.agent.eval_readout
+    readout = eval_readout(cfg.env.id, args.readout or cfg.agent.eval_readout)
     actor = actors_for(env, tok, dyn, heads, tok_span(tok), cfg.dynamics.context, device, readout)
     ev = evaluate_policy(env, actor, args.episodes)
     print(json.dumps({"run": str(args.run), "policy": args.policy, "readout": readout, **ev}))

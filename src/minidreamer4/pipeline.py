@@ -14,7 +14,7 @@ from . import distributed as dist
 from .collect import collect
 from .config import RunConfig
 from .data import EpisodeStore
-from .envs import data_source, make_env_from_config, random_rest
+from .envs import data_source, eval_readout, make_env_from_config, random_rest
 from .run import episodes_dir, pick_device, prepare_run_dir
 
 
@@ -201,7 +201,7 @@ def train_loop(cfg: RunConfig, progress: bool = True) -> dict:
     n_agents = getattr(env, "num_agents", 0)  # multi-agent envs: one shared policy drives every agent
     # the loop scores the trained policies in one readout (agent.eval_readout) and, at the end, RL in the
     # other two (imagine.READOUTS)
-    mode = a.eval_readout
+    mode = eval_readout(cfg.env.id, a.eval_readout)
     if mode not in READOUTS:
         raise ValueError(f"agent.eval_readout must be one of {READOUTS}, not {mode!r}")
     others = [r for r in READOUTS if r != mode]
