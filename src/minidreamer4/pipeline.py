@@ -154,9 +154,8 @@ def agent_beside_dream(env, actor, tok, dyn, span: int, seed: int, context: int 
     from .latents import encode_stream
     from .media import to_uint8_hwc
 
-    obs_frames, acts = record_episode(
-        env, actor, seed, max_frames, with_actions=True
-    )  # (T+1, H, W, 3), (T, A)
+    # (T+1, H, W, 3) frames, (T, A) actions
+    obs_frames, acts = record_episode(env, actor, seed, max_frames, with_actions=True)
     dev = next(dyn.parameters()).device
     C = min(context, len(acts))
     real = torch.from_numpy(obs_frames).permute(0, 3, 1, 2)[None].to(dev)  # (1, T+1, C, H, W) uint8
