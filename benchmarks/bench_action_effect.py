@@ -15,6 +15,7 @@ From held-out real contexts (latents by the one encoding rule), per horizon h in
 - `turn_right_way`: from every context, `--turn-steps` steps of full left and of full right steering (gas
   on; other envs: first action dimension -1 / +1) in the dream and in the env; how often the dream's
   left-minus-right difference at the last step points the way the env's does.
+`--set dynamics.action_guidance=2` dreams with action guidance (a model trained with action_dropout > 0).
 Any run folder with a dynamics checkpoint works, on any env whose episodes replay from their seeds.
 """
 
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from minidreamer4.config import parse_overrides, replace
 from minidreamer4.dream import action_effect
 from minidreamer4.run import load_checkpoint, load_run_config
 from minidreamer4.train import load_dynamics, load_tokenizer
@@ -39,16 +41,19 @@ def main() -> None:
     ap.add_argument("--turn-steps", type=int, default=8)
     ap.add_argument("--no-env", action="store_true", help="leave out the env replays (shuffle ratio only)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--set", nargs="*", default=[], help="config overrides for dreaming, e.g. dynamics.action_guidance=2"
+    )
     a = ap.parse_args()
     t0 = time.perf_counter()
-    cfg = load_run_config(a.run)
+    cfg = replace(load_run_config(a.run), **parse_overrides(a.set))
     dev = torch.device("cpu")
     tok, dyn = load_tokenizer(cfg, dev), load_dynamics(cfg, dev)
     step = load_checkpoint(Path(a.run) / "checkpoints" / "dynamics.pt").get("step")
     res = action_effect(
         cfg, tok, dyn, dev, a.contexts, a.context, a.horizon, a.turn_steps, not a.no_env, a.seed
     )
-    out = {"bench": "action_effect", "run": a.run, "dynamics_step": step, **res}
+    out = {"bench": "action_effect", "run": a.run, "dynamics_step": step, "set": a.set, **res}
     out["seconds"] = round(time.perf_counter() - t0, 1)
     print(json.dumps(out))
 

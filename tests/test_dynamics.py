@@ -171,6 +171,52 @@ def test_kv_cache_sampling_equals_recompute():
         assert torch.allclose(a, b, atol=1e-4), (a - b).abs().max()
 
 
+def test_action_guidance_cached_equals_recompute_and_w0_is_the_actionless_dream():
+    """Action guidance (DynamicsConfig.action_guidance): the cached and recomputed dreams agree, w = 0 is
+    the prediction without the new frame's action (the context keeps its actions), and w scales what the
+    action changes (w = 2 moves the frame away from the actionless one twice as far at the first step)."""
+    z, act, has = _inputs(T=6)
+    fut = torch.rand(2, 3, 2) * 2 - 1
+    m2 = _model(action_guidance=2.0, action_dropout=0.1)
+    for window in (4, 16):
+        torch.manual_seed(3)
+        a = m2.dream(z, act, has, fut, window=window, use_cache=True)
+        torch.manual_seed(3)
+        b = m2.dream(z, act, has, fut, window=window, use_cache=False)
+        assert torch.allclose(a, b, atol=1e-4), (a - b).abs().max()
+    outs = {}
+    for w in (0.0, 1.0, 2.0):
+        m = _model(action_guidance=w, action_dropout=0.1, sample_steps=1)
+        cache = m.new_cache()
+        m.add_context(z, act, has, cache, noise=0.0)
+        torch.manual_seed(5)
+        outs[w] = m.sample_frame(fut[:, 0], torch.ones(2, dtype=torch.bool), cache)
+    m1 = _model(sample_steps=1)
+    cache = m1.new_cache()
+    m1.add_context(z, act, has, cache, noise=0.0)
+    torch.manual_seed(5)
+    none = m1.sample_frame(fut[:, 0], torch.zeros(2, dtype=torch.bool), cache)
+    assert torch.allclose(outs[0.0], none, atol=1e-5)
+    assert not torch.allclose(outs[1.0], none, atol=1e-3)
+    assert torch.allclose(outs[2.0] - none, 2 * (outs[1.0] - none), atol=1e-4)
+
+
+def test_action_dropout_hides_the_actions_of_sequence_rows_in_training_only():
+    z, act, has = _inputs(B=4, T=4)
+    batch = lambda a: {"z": z, "act": a, "has_act": has}
+
+    def loss(m, a):
+        torch.manual_seed(7)
+        return m(batch(a))[0]
+
+    m = _model(action_dropout=1.0, single_frame_frac=0.0).train()
+    assert torch.allclose(loss(m, act), loss(m, -act))  # every action hidden: they cannot matter
+    m.eval()  # dreaming and evaluation never drop
+    assert not torch.allclose(loss(m, act), loss(m, -act))
+    m0 = _model(action_dropout=0.0, single_frame_frac=0.0).train()
+    assert not torch.allclose(loss(m0, act), loss(m0, -act))
+
+
 def test_context_noise_takes_effect_with_cache():
     z, act, has = _inputs(T=4)
     fut = torch.rand(2, 3, 2) * 2 - 1

@@ -5,6 +5,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 
 from minidreamer4.config import TrainConfig, replace
@@ -126,6 +127,10 @@ def test_dynamics_stage_dream_command_and_actions_matter(tiny_cfg):
         torch.manual_seed(0)  # the same noise: only the actions differ
         dreams.append(dyn.dream(z, b["act"], b["has_act"], torch.full((2, 5, 2), a)))
     assert (dreams[0] - dreams[1]).abs().mean() > 1e-3 * dreams[0].abs().mean()
+    # dreaming settings come from the config asked for, the architecture from the checkpoint
+    with pytest.warns(UserWarning, match="action_dropout 0"):  # trained without hiding actions
+        g = load_dynamics(replace(cfg, **{"dynamics.action_guidance": 2.0, "dynamics.sample_steps": 2}))
+    assert g.cfg.action_guidance == 2.0 and g.cfg.sample_steps == 2 and dyn.cfg.action_guidance == 1.0
 
 
 def _nan_at(monkeypatch, bad_calls):

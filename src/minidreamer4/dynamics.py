@@ -15,6 +15,7 @@ Notation as in METHOD.md: tau is the SIGNAL level (0 = noise, 1 = clean), x-pred
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 from torch import Tensor, nn
@@ -96,6 +97,12 @@ class Dynamics(nn.Module):
             raise ValueError(f"spatial_tokens {cfg.spatial_tokens} must divide latents x bottleneck = {flat}")
         if cfg.k_max & (cfg.k_max - 1) or cfg.sample_steps > cfg.k_max:
             raise ValueError("k_max must be a power of two and >= sample_steps")
+        if cfg.action_guidance != 1.0 and cfg.action_dropout == 0.0:
+            warnings.warn(
+                "dynamics.action_guidance != 1 on a model trained with action_dropout 0: its 'no action' "
+                "embedding was only trained on first frames, so the guided dreams are untested",
+                stacklevel=2,
+            )
         self.cfg, self.latents, self.bottleneck = cfg, latents, bottleneck
         self.action_bins = tuple(int(b) for b in action_bins)
         D, Nz, Sa, Sr = cfg.dim, cfg.spatial_tokens, len(self.action_bins), cfg.registers
@@ -239,7 +246,12 @@ class Dynamics(nn.Module):
             parts.append((*single, None if task is None else task[:n_single].repeat_interleave(T), False))
         if n_single < B:
             rows = slice(n_single, None)
-            parts.append((z1[rows], act[rows], has_act[rows], None if task is None else task[rows], True))
+            seq_has = has_act[rows]
+            if self.cfg.action_dropout > 0 and self.training:  # (ours) see DynamicsConfig.action_guidance
+                seq_has = seq_has & (
+                    torch.rand(seq_has.shape, device=seq_has.device) >= self.cfg.action_dropout
+                )
+            parts.append((z1[rows], act[rows], seq_has, None if task is None else task[rows], True))
         total, n_frames, flow_l, boot_l, agent_h = 0.0, 0, [], [], None
         for z, a, h, tk, is_seq in parts:
             loss_f, w_f, is_flow, agent = self._shortcut_loss(z, a, h, tk, return_agent and is_seq)
@@ -365,6 +377,19 @@ class Dynamics(nn.Module):
         )
         return out[1] if return_agent else None
 
+    def guided(
+        self, z: Tensor, tau: Tensor, d: Tensor, act: Tensor, has_act: Tensor, has_uncond: Tensor, **kw
+    ):
+        """x-prediction when dreaming, with action guidance (DynamicsConfig.action_guidance): with w = 1 the
+        plain prediction; else u + w (c - u), c with the actions has_act shows, u with has_uncond (the new
+        frame's action hidden, the context's kept)."""
+        c = self.forward_tokens(z, tau, d, act, has_act, **kw).float()
+        w = self.cfg.action_guidance
+        if w == 1.0:
+            return c
+        u = self.forward_tokens(z, tau, d, act, has_uncond, **kw).float()
+        return u + w * (c - u)
+
     @torch.no_grad()
     def sample_frame(
         self, act: Tensor, has_act: Tensor, cache: dict, steps: int | None = None, window: int | None = None
@@ -380,7 +405,9 @@ class Dynamics(nn.Module):
         a, h = act[:, None], has_act[:, None]
         for i in range(K):
             tau = torch.full((B, 1), i / K, device=dev)
-            z1_hat = self.forward_tokens(z, tau, d, a, h, cache=cache, window=window, commit=False).float()
+            z1_hat = self.guided(
+                z, tau, d, a, h, torch.zeros_like(h), cache=cache, window=window, commit=False
+            )
             if i == K - 1:
                 z = z1_hat
             else:
@@ -449,7 +476,8 @@ class Dynamics(nn.Module):
                 )
                 a = torch.cat([acts, fa[:, t : t + 1]], 1)
                 h = torch.cat([has, torch.ones(B, 1, dtype=torch.bool, device=dev)], 1)
-                z1_hat = self.forward_tokens(zs, tau, d, a, h)[:, -1:].float()
+                h_u = torch.cat([has, torch.zeros(B, 1, dtype=torch.bool, device=dev)], 1)
+                z1_hat = self.guided(zs, tau, d, a, h, h_u)[:, -1:]
                 z = z1_hat if i == K - 1 else z + (1.0 / K) * (z1_hat - z) / (1 - i / K)
             out.append(self.unpack(z)[:, 0])
             ctx = torch.cat([ctx, (1 - noise) * z + noise * torch.randn_like(z)], 1)

@@ -8,6 +8,7 @@ In this repository's words, with the equations and departures: docs/method.md se
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from pathlib import Path
@@ -536,6 +537,12 @@ def train_dynamics(cfg: RunConfig, progress: bool = True) -> Dynamics:
 def load_dynamics(cfg: RunConfig, device: torch.device | str = "cpu") -> Dynamics:
     ck, ck_cfg = open_checkpoint(cfg, "dynamics", "train-dynamics", device)
     tok = load_tokenizer(cfg, device)
-    model = Dynamics(ck_cfg.dynamics, tok.cfg.latents, tok.cfg.bottleneck, tuple(ck["action_bins"]))
+    # the checkpoint's architecture, this config's dreaming settings (K and the action guidance)
+    dc = dataclasses.replace(
+        ck_cfg.dynamics,
+        sample_steps=cfg.dynamics.sample_steps,
+        action_guidance=cfg.dynamics.action_guidance,
+    )
+    model = Dynamics(dc, tok.cfg.latents, tok.cfg.bottleneck, tuple(ck["action_bins"]))
     model.load_state_dict(ck["model"])
     return model.to(device).eval()
