@@ -14,6 +14,7 @@ contexts (the finetuned agent, BC heads), one step with the real action a and wi
 - `token_share`: token_effect / (token_effect + frame_effect);
 - `reward_std`, `reward_corr`: spread of the head's reward on the real frames with their real actions, and
   its correlation with the env's reward.
+With `agent.reward_input frame` the reward is the frame head's (blind to the action): token_effect is 0.
 """
 
 import argparse
@@ -54,7 +55,7 @@ def main() -> None:
         h = dyn.add_context(
             frame_z[:, None], token_act[:, None], ones, cache, window=window, return_agent=True
         )
-        return heads.reward_mean(h[:, 0])
+        return heads.step_reward(h[:, 0], frame_z, b["z"][:, C - 1])  # the frame head when there is one
 
     def dream(action: torch.Tensor) -> torch.Tensor:
         torch.manual_seed(a.seed + 1)  # the same dream noise for both actions
@@ -72,6 +73,7 @@ def main() -> None:
         "run": a.run,
         "contexts": n,
         "sees_action": cfg.agent.sees_action,
+        "reward_input": cfg.agent.reward_input,
         "token_effect": round(token, 5),
         "frame_effect": round(frame, 5),
         "both_effect": round(both, 5),

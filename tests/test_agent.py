@@ -266,3 +266,49 @@ def test_heads_train_on_the_window_the_agent_acts_with():
         cfg = preset(name)
         assert agent_seq_len(cfg) == max(cfg.dynamics.context, cfg.agent.mtp + 2)
         assert agent_seq_len(cfg) >= cfg.dynamics.context
+
+
+def test_frame_reward_head_is_blind_to_the_action_and_learns():
+    """agent.reward_input = "frame": the reward of arriving at a frame comes from the frame and the one
+    before it, so two actions that lead to the same frame from the same state get the same reward, while
+    the agent-token head reads the action token and tells them apart. Its loss falls on one batch."""
+    from minidreamer4.config import DynamicsConfig
+    from minidreamer4.dynamics import Dynamics
+
+    torch.manual_seed(0)
+    cfg = DynamicsConfig(dim=32, heads=2, kv_heads=1, layers=2, spatial_tokens=4, registers=1, k_max=8)
+    dyn = Dynamics(cfg, 4, 8, (5, 5), agent_tokens=1, tasks=1, agent_sees_action=True).eval()
+    heads = AgentHeads(32, (5, 5), mtp=1, hidden=16, frame_dim=4 * 8)
+    B, T = 6, 5
+    z = torch.rand(B, T, 4, 8) * 2 - 1
+    act, has = torch.rand(B, T, 2) * 2 - 1, torch.ones(B, T, dtype=torch.bool)
+    rew, term = torch.randn(B, T), torch.zeros(B, T, dtype=torch.bool)
+    with torch.no_grad():
+        h = dyn.add_context(z, act, has, None, return_agent=True)
+    act_idx = torch.stack([torch.randint(0, 5, (B, T)), torch.randint(0, 5, (B, T))], -1)
+    opt = torch.optim.Adam(heads.parameters(), lr=1e-2)
+    first = None
+    for _ in range(80):
+        loss, met = bc_reward_losses(heads, h, act_idx, has, rew, term, z)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        first = first or met["frame_reward_loss"]
+    assert met["frame_reward_loss"] < 0.5 * first
+    # the same frames reached with another action: the agent outputs differ, the frame reward does not
+    other = -act
+    with torch.no_grad():
+        h2 = dyn.add_context(z, other, has, None, return_agent=True)
+        assert (h2[:, -1] - h[:, -1]).abs().max() > 1e-3
+        r1 = heads.step_reward(h[:, -1], z[:, -1], z[:, -2])
+        r2 = heads.step_reward(h2[:, -1], z[:, -1], z[:, -2])
+        assert torch.equal(r1, r2)
+        assert (heads.reward_mean(h[:, -1]) - heads.reward_mean(h2[:, -1])).abs().max() > 1e-4
+        # and it reads the frames: another frame, another reward
+        r3 = heads.step_reward(h[:, -1], z[:, -1].flip(0), z[:, -2])
+        assert (r3 - r1).abs().max() > 1e-3
+    try:
+        bc_reward_losses(heads, h, act_idx, has, rew, term)
+        raise AssertionError("no error without z")
+    except ValueError:
+        pass

@@ -67,6 +67,38 @@ def test_dream_env_passes_check_env_and_is_deterministic(tiny_run):
     assert o.shape == (3, 16, 16, 3) and r.shape == term.shape == trunc.shape == (3,)
 
 
+def test_frame_reward_input_runs_through_finetune_imagination_and_the_dream_env(tiny_run, tmp_path):
+    """agent.reward_input = "frame" end to end: finetune trains the frame head, imagination and the dream
+    env read their rewards from it (a head blind to the action)."""
+    import shutil
+
+    from minidreamer4.run import load_run_config
+    from minidreamer4.train_agent import load_agent, train_finetune, train_imagination
+
+    dst = tmp_path / "frame"
+    (dst / "checkpoints").mkdir(parents=True)
+    for f in ("tokenizer.pt", "dynamics.pt"):
+        shutil.copy(os.path.join(tiny_run, "checkpoints", f), dst / "checkpoints" / f)
+    shutil.copytree(os.path.join(tiny_run, "episodes"), dst / "episodes")
+    shutil.copy(os.path.join(tiny_run, "config.json"), dst / "config.json")
+    cfg = replace(load_run_config(dst), **{"agent.reward_input": "frame", "rl_train.steps": 2})
+    (dst / "config.json").write_text(json.dumps(__import__("dataclasses").asdict(cfg)))
+    train_finetune(cfg, progress=False)
+    train_imagination(cfg, progress=False)
+    _, _, heads = load_agent(cfg, "cpu", "rl")
+    assert heads.frame_reward is not None
+    metrics = [json.loads(x) for x in open(dst / "metrics.jsonl")]
+    assert any("frame_reward_loss" in m for m in metrics)
+    import minidreamer4
+
+    venv = minidreamer4.DreamVecEnv(str(dst), num_envs=2, context=3)
+    venv.reset(seed=0)
+    _, r, _, _, _ = venv.step(torch.zeros(2, 2))
+    assert r.shape == (2,) and torch.isfinite(r).all()
+    with pytest.raises(ValueError, match="reward_input"):
+        load_agent(replace(cfg, **{"agent.reward_input": "pixels"}), "cpu")
+
+
 def test_play_headless_records_a_gif_and_an_episode(tiny_run, tmp_path):
     from minidreamer4.data import load_episode
     from minidreamer4.envs.adapter import ActionSpec

@@ -156,10 +156,23 @@ def mlp(dim: int, out: int, hidden: int) -> nn.Sequential:
 
 
 class AgentHeads(nn.Module):
-    """Policy, reward (MTP over distances 0..L), value and continuation heads on agent-token outputs h."""
+    """Policy, reward (MTP over distances 0..L), value and continuation heads on agent-token outputs h.
+
+    frame_dim > 0 adds (ours) a reward head that reads the FRAMES instead of h: the latents of the frame
+    arrived at and of the one before it (frame_dim = N_l x d_b values each), so it cannot see the action
+    that led there except through what the dream made of it (AgentConfig.reward_input = "frame"). The
+    agent token reads its frame's action token, and on CarRacing the reward head on it read that token 8x
+    more than the dreamed frame (benchmarks/bench_heads_action.py, docs/experiments.md): imagination RL
+    then optimises what the head believes of actions, not what the dream shows."""
 
     def __init__(
-        self, dim: int, action_bins: tuple[int, ...], mtp: int = 8, n_bins: int = 255, hidden: int = 256
+        self,
+        dim: int,
+        action_bins: tuple[int, ...],
+        mtp: int = 8,
+        n_bins: int = 255,
+        hidden: int = 256,
+        frame_dim: int = 0,
     ):
         super().__init__()
         self.action_bins, self.mtp = tuple(action_bins), mtp
@@ -169,7 +182,9 @@ class AgentHeads(nn.Module):
         self.reward = nn.ModuleList(mlp(dim, n_bins, hidden) for _ in range(mtp + 1))
         self.value = mlp(dim, n_bins, hidden)
         self.cont = mlp(dim, 1, hidden)
-        for head in (*self.reward, self.value):  # zero output layers: predictions start at exactly 0
+        self.frame_reward = mlp(2 * frame_dim, n_bins, hidden) if frame_dim else None
+        zero = (*self.reward, self.value, *([self.frame_reward] if frame_dim else []))
+        for head in zero:  # zero output layers: predictions start at exactly 0
             nn.init.zeros_(head[-1].weight)
             nn.init.zeros_(head[-1].bias)
 
@@ -179,6 +194,19 @@ class AgentHeads(nn.Module):
     def reward_mean(self, h: Tensor, n: int = 0) -> Tensor:
         return twohot_mean(self.reward[n](h), self.bins)
 
+    def frame_reward_logits(self, z: Tensor, z_prev: Tensor) -> Tensor:
+        """z, z_prev (..., N_l, d_b): the frame arrived at and the one before -> reward logits (..., K).
+        Reads the frame and its change, the motion that CarRacing's reward (tiles passed) comes from."""
+        z, z_prev = z.flatten(-2).float(), z_prev.flatten(-2).float()
+        return self.frame_reward(torch.cat([z, z - z_prev], -1))
+
+    def step_reward(self, h: Tensor, z: Tensor, z_prev: Tensor) -> Tensor:
+        """The reward of arriving at a frame as imagination and the dream env read it: the frame head's
+        when there is one (blind to the action), else the distance-0 head on the agent output h."""
+        if self.frame_reward is not None:
+            return twohot_mean(self.frame_reward_logits(z, z_prev), self.bins)
+        return self.reward_mean(h)
+
     def value_mean(self, h: Tensor) -> Tensor:
         return twohot_mean(self.value(h), self.bins)
 
@@ -187,11 +215,18 @@ class AgentHeads(nn.Module):
 
 
 def bc_reward_losses(
-    heads: AgentHeads, h: Tensor, act_idx: Tensor, has_act: Tensor, rew: Tensor, term: Tensor
+    heads: AgentHeads,
+    h: Tensor,
+    act_idx: Tensor,
+    has_act: Tensor,
+    rew: Tensor,
+    term: Tensor,
+    z: Tensor | None = None,
 ) -> tuple[Tensor, dict]:
     """Phase-2 losses on agent outputs h (B, T, D) of a real segment (METHOD.md 3, finetune):
     behaviour cloning of a_{t+n} and reward r_{t+n} for n = 0..L, plus continuation.
-    act_idx (B, T, A) bin indices of the action that LED to each frame; has_act, rew, term (B, T)."""
+    act_idx (B, T, A) bin indices of the action that LED to each frame; has_act, rew, term (B, T).
+    z (B, T, N_l, d_b): the segment's latents, for the frame reward head when the heads have one."""
     B, T = h.shape[:2]
     bc, rl, n_bc, n_rl = h.new_zeros(()), h.new_zeros(()), 0, 0
     for n in range(heads.mtp + 1):
@@ -207,8 +242,17 @@ def bc_reward_losses(
             n_rl += 1
     cont_loss = F.binary_cross_entropy_with_logits(heads.cont(h)[..., 0].float(), (~term).float())
     bc, rl = bc / max(n_bc, 1), rl / max(n_rl, 1)
-    return bc + rl + cont_loss, {
-        "bc_loss": bc.item(),
-        "reward_loss": rl.item(),
-        "cont_loss": cont_loss.item(),
-    }
+    metrics = {"bc_loss": bc.item(), "reward_loss": rl.item(), "cont_loss": cont_loss.item()}
+    loss = bc + rl + cont_loss
+    if heads.frame_reward is not None:
+        if z is None:
+            raise ValueError("these heads have a frame reward head: pass the segment's latents z")
+        # the frame before frame 0 of a segment is not in it: frame 0 is left out of this loss
+        z_prev = torch.cat([z[:, :1], z[:, :-1]], 1)
+        m = has_act.float()
+        m[:, 0] = 0
+        fl = twohot_loss(heads.frame_reward_logits(z, z_prev), rew, heads.bins)
+        fl = (fl * m).sum() / m.sum().clamp_min(1)
+        loss = loss + fl
+        metrics["frame_reward_loss"] = fl.item()
+    return loss, metrics

@@ -108,6 +108,7 @@ class DreamVecEnv:
                 b["z"], b["act"], b["has_act"], self.cache, self.window, return_agent=self.heads is not None
             )
             self.h = out[:, -1] if out is not None else None
+            self.z_prev = b["z"][:, -1]  # (N, N_l, d_b): the frame head's previous frame
             self.tok.decode(b["z"], cache=self.dcache, window=self.span - 1)  # the decoder's context
             self.rng_state = torch.get_rng_state()
         self.t = 0
@@ -157,8 +158,9 @@ class DreamVecEnv:
         reward = torch.zeros(self.num_envs, device=self.device)
         if self.heads is not None:
             self.h = out[:, 0]
-            reward = self.heads.reward_mean(self.h)
+            reward = self.heads.step_reward(self.h, z, self.z_prev)
             self.terminated |= self.heads.cont_prob(self.h) < 0.5
+        self.z_prev = z
         self.t += 1
         truncated = torch.full_like(self.terminated, self.t >= self.max_steps)
         return self.last, reward, self.terminated.clone(), truncated, {"step": self.t}

@@ -42,6 +42,7 @@ def imagine(
     cache = dyn.new_cache()
     h = dyn.add_context(z, act, has_act, cache, window=window, task=task, return_agent=True)[:, -1]  # (B, D)
     hs, idxs, rews, conts = [h], [], [], []
+    z_prev = z[:, -1]  # (B, N_l, d_b)
     for _ in range(horizon):
         pi = heads.pi(h)
         idx = pi.mode() if greedy else pi.sample()
@@ -52,8 +53,9 @@ def imagine(
         )[:, 0]
         hs.append(h)
         idxs.append(idx)
-        rews.append(heads.reward_mean(h))
+        rews.append(heads.step_reward(h, z_next, z_prev))
         conts.append(heads.cont_prob(h))
+        z_prev = z_next
     return {
         "h": torch.stack(hs, 1),
         "act_idx": torch.stack(idxs, 1),

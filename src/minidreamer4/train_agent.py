@@ -55,7 +55,10 @@ def build_agent(cfg: RunConfig, tok: Tokenizer, bins: tuple[int, ...]) -> tuple[
         tasks=a.tasks,
         agent_sees_action=a.sees_action,
     )
-    return dyn, AgentHeads(cfg.dynamics.dim, bins, mtp=a.mtp, hidden=a.hidden)
+    if a.reward_input not in ("agent", "frame"):
+        raise ValueError(f"agent.reward_input must be 'agent' or 'frame', not {a.reward_input!r}")
+    frame_dim = tok.cfg.latents * tok.cfg.bottleneck if a.reward_input == "frame" else 0
+    return dyn, AgentHeads(cfg.dynamics.dim, bins, mtp=a.mtp, hidden=a.hidden, frame_dim=frame_dim)
 
 
 def scale_grad(x: torch.Tensor, s: float) -> torch.Tensor:
@@ -77,7 +80,7 @@ class _Pair(torch.nn.Module):
         batch (see AgentConfig.head_updates)."""
         if heads_only:
             h, act_idx = self._last
-            return bc_reward_losses(self.heads, h, act_idx, b["has_act"], b["rew"], b["term"])
+            return bc_reward_losses(self.heads, h, act_idx, b["has_act"], b["rew"], b["term"], b["z"])
         dyn_loss, m = self.dyn(b)  # shortcut forcing on noisy frames, kept on
         # (ours) the heads read the agent outputs of a second pass over the same frames at the context
         # level (re-noised like add_context): exactly what they see when acting and imagining. In the
@@ -86,7 +89,7 @@ class _Pair(torch.nn.Module):
         h = self.dyn.add_context(b["z"], b["act"], b["has_act"], None, task=b.get("task"), return_agent=True)
         h = scale_grad(h, self.agent_grad_scale)  # the heads learn at full strength, the transformer less
         act_idx = act_to_idx(b["act"], self.dyn)
-        agent_loss, am = bc_reward_losses(self.heads, h, act_idx, b["has_act"], b["rew"], b["term"])
+        agent_loss, am = bc_reward_losses(self.heads, h, act_idx, b["has_act"], b["rew"], b["term"], b["z"])
         self._last = (h.detach(), act_idx)
         return dyn_loss + agent_loss, {**m, **am, "dyn_loss": dyn_loss.item()}
 
