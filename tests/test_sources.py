@@ -23,6 +23,20 @@ def test_driver_return_is_far_above_random_on_a_fixed_seed():
         CarRacingDriver(make_env("DotTrack-v0"), np.random.default_rng(0))
 
 
+def test_driver_drives_every_car_of_multi_car_racing(tmp_path):
+    """One driver per car (collect's 'driver' source in MultiCarRacing-v0): each car far above random."""
+    from minidreamer4.data import EpisodeStore
+
+    env = make_env("MultiCarRacing-v0", size=32, action_repeat=2, max_steps=150, agents=2)
+    collect(env, EpisodeStore(tmp_path / "d"), 1, "driver", seed=0, progress=False)
+    rnd = collect(env, EpisodeStore(tmp_path / "r"), 1, "random", seed=0, progress=False)
+    store = EpisodeStore(tmp_path / "d")
+    rets = [store.load(i)[1]["return"] for i in store.indices()]
+    assert len(rets) == 2 and min(rets) > rnd["mean_return"] + 50, (rets, rnd["mean_return"])
+    with pytest.raises(ValueError, match="car in range"):
+        CarRacingDriver(env, np.random.default_rng(0), car=2)
+
+
 def test_explore_is_correlated_in_time_and_centred_per_env():
     env = make_env("CarRacing-v3", size=64, max_steps=10)
     pol = explore_policy(env, np.random.default_rng(0))

@@ -166,8 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--policy",
         default="",
-        help="random | explore | driver (CarRacing-v3's scripted driver) or a mix, 'driver:1,explore:1' "
-        "(default: data.policy)",
+        help="random | explore | driver (the scripted driver of CarRacing-v3 and MultiCarRacing-v0) or a "
+        "mix, 'driver:1,explore:1' (default: data.policy)",
     )
     s.add_argument("--out", default="", help="episode store folder (default: <run folder>/episodes)")
     C.add_config_flags(s)

@@ -8,8 +8,9 @@ Data sources (`data.policy`, `minidreamer4 collect --policy`), or a mix of them,
 - random   uniform random actions, optionally held (`data.random_hold`) or resting (`data.random_rest`);
 - explore  temporally correlated random actions: each dimension a smooth random process around an
            env-specific centre (CarRacing: gas mostly on, brake released), see explore_policy;
-- driver   CarRacing-v3's scripted driver with held random steering perturbations (envs/driver.py), the
-           demonstrations: the only source that reads the env's internal state.
+- driver   a scripted driver with held random steering perturbations (envs/driver.py) for CarRacing-v3
+           and MultiCarRacing-v0 (one per car), the demonstrations: the only source that reads the env's
+           internal state.
 """
 
 from __future__ import annotations
@@ -237,11 +238,10 @@ def collect(
             name = sources[int(pick)][0] if len(sources) > 1 else sources[0][0]
         if multi:
             n = env.num_agents
-            if sources is not None:
-                if name == "driver":
-                    raise ValueError("the driver drives CarRacing-v3 only, not a multi-agent env")
+            if sources is not None:  # one policy per car, each with its own random stream
                 rngs = [np.random.default_rng([seed, i, k]) for k in range(n)]
-                pols = [source_policy(name, env, r, hold, rest, driver) for r in rngs]
+                kw = [{**(driver or {}), "car": k} if name == "driver" else driver for k in range(n)]
+                pols = [source_policy(name, env, r, hold, rest, kw[k]) for k, r in enumerate(rngs)]
             else:
                 pols = policy
             eps = run_multi_episode(env, pols, ep_seed)

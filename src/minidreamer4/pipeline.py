@@ -271,9 +271,14 @@ def train_loop(cfg: RunConfig, progress: bool = True) -> dict:
             "imagination RL": loop["evals"][-1] if loop["evals"] else {},
         }
         sources = [name for name, w in parse_sources(data_source(cfg.env.id, cfg.data.policy)) if w > 0]
-        if "driver" in sources and not n_agents:  # the demonstrator, as it collected (noise, hold)
+        if "driver" in sources:  # the demonstrator, as it collected (noise, hold); one per car
             drv = {"noise": cfg.data.driver_noise, "hold": cfg.data.driver_hold}
-            driver = source_policy("driver", env, np.random.default_rng([cfg.seed, 2]), driver=drv)
+            rngs = [
+                np.random.default_rng([cfg.seed, 2, *([k] if n_agents else [])])
+                for k in range(max(n_agents, 1))
+            ]
+            drivers = [source_policy("driver", env, r, driver={**drv, "car": k}) for k, r in enumerate(rngs)]
+            driver = drivers if n_agents else drivers[0]
             evals["driver"] = evaluate_policy(env, driver, a.eval_episodes, desc=bar("eval driver"))
         for other in others if loop["evals"] else []:
             evals[f"imagination RL {other}"] = evaluate_policy(

@@ -1,6 +1,6 @@
-"""A scripted CarRacing-v3 driver: the demonstrations the world model can learn from (the paper trains its
-world model on recorded human play). It is the ONLY code that reads an env's internal state; the world
-model and the agent see pixels only.
+"""A scripted CarRacing-v3 / MultiCarRacing-v0 driver: the demonstrations the world model can learn from
+(the paper trains its world model on recorded human play). It is the ONLY code that reads an env's
+internal state; the world model and the agent see pixels only.
 
 Pure pursuit on the track's centre line: steer towards the track point `lookahead` tiles ahead of the
 nearest one, hold a target speed that drops before sharp bends. It is made imperfect on purpose: with
@@ -8,6 +8,8 @@ probability `noise` per step (when not already perturbed) a perturbation starts 
 steering (and half of the time a random gas) for 1..`hold` steps, so the data also shows what off-plan
 actions do (a perfect driver's actions could be read off the road ahead, and a world model would not need
 them).
+In MultiCarRacing-v0 one driver drives one car (`car`), each with its own perturbations; it does not look
+at the other cars.
 """
 
 from __future__ import annotations
@@ -30,22 +32,38 @@ class CarRacingDriver:
         hold: int = 4,
         lookahead: int = 6,
         speed: float = 100.0,
+        car: int = 0,
     ):
         u = getattr(env.env, "unwrapped", env.env)
-        if type(u).__name__ != "CarRacing" or not u.continuous:
-            raise ValueError(f"the driver drives continuous CarRacing only, not {env.env_id}")
-        self.env, self.u, self.rng = env, u, rng
+        kind = type(u).__name__
+        ok = (kind == "CarRacing" and u.continuous) or (
+            kind == "MultiCarRacingEnv" and not u.compact_actions and 0 <= car < u.num_agents
+        )
+        if not ok:
+            raise ValueError(
+                f"the driver drives continuous CarRacing or MultiCarRacing (3 action dims, car in range) "
+                f"only, not {env.env_id}"
+            )
+        self.env, self.u, self.rng, self.car_index = env, u, rng, car
         self.noise, self.hold, self.lookahead, self.speed = noise, hold, lookahead, speed
         self.reset()
+
+    def _state(self):
+        """(the car, track centre points (n, 2) in driving order, track heading per point (n,))."""
+        if type(self.u).__name__ == "CarRacing":
+            track = self.u.track  # tuples (alpha, beta = heading, x, y)
+            return self.u.car, np.asarray([(t[2], t[3]) for t in track]), np.asarray([t[1] for t in track])
+        pts = self.u.tile_centres
+        d = np.roll(pts, -1, 0) - pts
+        return self.u.cars[self.car_index], pts, np.arctan2(d[:, 1], d[:, 0])
 
     def reset(self) -> None:
         self.left, self.held = 0, None
 
     def _plan(self) -> np.ndarray:
         """The clean driver's env action (steer in [-1, 1], gas, brake in [0, 1])."""
-        car, track = self.u.car, self.u.track
+        car, pts, heads = self._state()
         x, y = car.hull.position
-        pts = np.asarray([(t[2], t[3]) for t in track])
         i = int(np.argmin((pts[:, 0] - x) ** 2 + (pts[:, 1] - y) ** 2))
         n = len(pts)
         # off the road (farther from the centre line than the road is wide): slow down and head for a
@@ -57,7 +75,7 @@ class CarRacingDriver:
         err = (err + math.pi) % (2 * math.pi) - math.pi  # > 0: the target is to the left
         steer = float(np.clip(-err, -1, 1))  # steer -1 turns left (CarRacing negates it)
         # slow down before bends: the largest heading change over the next 20 tiles
-        beta = np.asarray([track[(i + k) % n][1] for k in range(20)])
+        beta = heads[(i + np.arange(20)) % n]
         bend = float(np.abs((beta - beta[0] + math.pi) % (2 * math.pi) - math.pi).max())
         target = 15.0 if off else self.speed * (1.0 - 0.7 * min(1.0, bend / 1.2))
         v = float(np.hypot(*car.hull.linearVelocity))
