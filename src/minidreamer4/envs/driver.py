@@ -62,7 +62,7 @@ class CarRacingDriver:
 
     def _plan(self) -> np.ndarray:
         """The clean driver's env action (steer in [-1, 1], gas, brake in [0, 1])."""
-        car, pts, heads = self._state()
+        car, pts, track_heading = self._state()
         x, y = car.hull.position
         i = int(np.argmin((pts[:, 0] - x) ** 2 + (pts[:, 1] - y) ** 2))
         n = len(pts)
@@ -75,7 +75,7 @@ class CarRacingDriver:
         err = (err + math.pi) % (2 * math.pi) - math.pi  # > 0: the target is to the left
         steer = float(np.clip(-err, -1, 1))  # steer -1 turns left (CarRacing negates it)
         # slow down before bends: the largest heading change over the next 20 tiles
-        beta = heads[(i + np.arange(20)) % n]
+        beta = track_heading[(i + np.arange(20)) % n]
         bend = float(np.abs((beta - beta[0] + math.pi) % (2 * math.pi) - math.pi).max())
         target = 15.0 if off else self.speed * (1.0 - 0.7 * min(1.0, bend / 1.2))
         v = float(np.hypot(*car.hull.linearVelocity))
