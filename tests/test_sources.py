@@ -23,6 +23,17 @@ def test_driver_return_is_far_above_random_on_a_fixed_seed():
         CarRacingDriver(make_env("DotTrack-v0"), np.random.default_rng(0))
 
 
+def test_driver_lock_holds_full_lock_perturbations():
+    """data.driver_lock: the share of perturbations that hold full-lock steering (-1 or +1)."""
+    env = make_env("CarRacing-v3", size=32, action_repeat=2, max_steps=40)
+    drv = CarRacingDriver(env, np.random.default_rng(0), noise=1.0, hold=1, lock=1.0)
+    steer = run_episode(env, drv, seed=0)["act"][:, 0]
+    assert np.all(np.abs(steer) == 1.0), steer  # every step perturbed, each at full lock
+    drv = CarRacingDriver(env, np.random.default_rng(0), noise=1.0, hold=1, lock=0.0)
+    steer = run_episode(env, drv, seed=0)["act"][:, 0]
+    assert np.mean(np.abs(steer) == 1.0) < 0.2, steer  # uniform draws almost never reach full lock
+
+
 def test_driver_drives_every_car_of_multi_car_racing(tmp_path):
     """One driver per car (collect's 'driver' source in MultiCarRacing-v0): each car far above random."""
     from minidreamer4.data import EpisodeStore

@@ -185,3 +185,48 @@ def test_multi_car_racing_as_pettingzoo_and_single_car_gymnasium():
     obs, _ = env.reset(seed=0)
     assert set(obs) == {"car_0", "car_1", "car_2"} and obs["car_1"].shape == (96, 96, 3)
     check_env(gym.make("MultiCarRacing-single-v0", max_steps=20).unwrapped)
+
+
+def test_the_dream_env_dreams_with_the_agent_guidance_not_the_dynamics_one(tiny_run, tmp_path):
+    """agent.imagine_guidance sets the action guidance of the dreams agents are trained in (the dream env and
+    imagination RL), whatever dynamics.action_guidance shows people: two runs that differ only in the
+    latter dream the same."""
+    import shutil
+
+    import minidreamer4
+    from minidreamer4.run import load_run_config
+    from minidreamer4.train_agent import dreaming_config
+
+    frames = []
+    for w in (1.0, 3.0):
+        dst = tmp_path / f"w{w:g}"
+        shutil.copytree(tiny_run, dst)
+        over = {"dynamics.action_guidance": w, "agent.imagine_guidance": 1.0}
+        cfg = replace(load_run_config(dst), **over)
+        (dst / "config.json").write_text(json.dumps(__import__("dataclasses").asdict(cfg)))
+        assert load_run_config(dst).dynamics.action_guidance == w
+        assert dreaming_config(cfg).dynamics.action_guidance == 1.0
+        venv = minidreamer4.DreamVecEnv(str(dst), num_envs=2, context=3)
+        assert venv.dyn.cfg.action_guidance == 1.0
+        venv.reset(seed=0)
+        frames.append(venv.step(torch.ones(2, 2))[0])
+    assert torch.equal(frames[0], frames[1])
+
+
+def test_bench_dream_reward_branches_the_same_state_for_both_policies(tiny_run):
+    """benchmarks/bench_dream_reward.py on the tiny DotTrack run (no imagination checkpoint: the RL policy is
+    the BC one): both branches start from the replayed state with the same noise, so the env, the head on
+    the real frames and the head in the dream pay both policies the same."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    cmd = [sys.executable, os.path.join(root, "benchmarks", "bench_dream_reward.py"), "--run", tiny_run]
+    cmd += ["--seeds", "1", "--starts", "4,8", "--horizon", "3"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["states"] == 2 and out["horizon"] == 3
+    assert (
+        out["env_rl_minus_bc"] == 0
+        and out["head_real_rl_minus_bc"] == 0
+        and out["head_dream_rl_minus_bc"] == 0
+    )
+    assert np.isfinite(out["bc_head_dream"]) and out["imagine_guidance"] == 1.0

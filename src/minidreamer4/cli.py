@@ -36,7 +36,7 @@ def cmd_collect(args: argparse.Namespace) -> None:
     rest = random_rest(cfg.env.id, env.action_spec.dims, cfg.data.random_rest)
     policy = data_source(cfg.env.id, args.policy or cfg.data.policy)
     d = cfg.data
-    drv = {"noise": d.driver_noise, "hold": d.driver_hold}
+    drv = {"noise": d.driver_noise, "hold": d.driver_hold, "lock": d.driver_lock}
     stats = collect(  # multi-agent: races
         env,
         EpisodeStore(out),

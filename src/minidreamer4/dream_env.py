@@ -59,9 +59,9 @@ class DreamVecEnv:
         split: str = "eval",
     ):
         from .train import load_dynamics, load_tokenizer
-        from .train_agent import load_agent
+        from .train_agent import dreaming_config, load_agent
 
-        self.cfg = load_run_config(run)
+        self.cfg = dreaming_config(load_run_config(run))  # dreams to train agents in: agent.imagine_guidance
         self.device = pick_device(device)
         self.num_envs, self.context, self.max_steps, self.steps = num_envs, context, max_steps, steps
         if (run_dir(self.cfg) / "checkpoints" / "finetune.pt").exists():

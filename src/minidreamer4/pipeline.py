@@ -36,7 +36,7 @@ def ensure_episodes(cfg: RunConfig) -> EpisodeStore:
         rest = random_rest(cfg.env.id, env.action_spec.dims, cfg.data.random_rest)
         n = -(-missing // per_run)
         d = cfg.data
-        drv = {"noise": d.driver_noise, "hold": d.driver_hold}
+        drv = {"noise": d.driver_noise, "hold": d.driver_hold, "lock": d.driver_lock}
         source = data_source(cfg.env.id, d.policy)
         stats = collect(env, store, n, source, seed=cfg.seed, hold=d.random_hold, rest=rest, driver=drv)
         env.close()
@@ -272,7 +272,7 @@ def train_loop(cfg: RunConfig, progress: bool = True) -> dict:
         }
         sources = [name for name, w in parse_sources(data_source(cfg.env.id, cfg.data.policy)) if w > 0]
         if "driver" in sources:  # the demonstrator, as it collected (noise, hold); one per car
-            drv = {"noise": cfg.data.driver_noise, "hold": cfg.data.driver_hold}
+            drv = {"noise": cfg.data.driver_noise, "hold": cfg.data.driver_hold, "lock": cfg.data.driver_lock}
             rngs = [
                 np.random.default_rng([cfg.seed, 2, *([k] if n_agents else [])])
                 for k in range(max(n_agents, 1))

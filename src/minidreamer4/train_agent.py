@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from . import distributed as dist
 from .agent import AgentHeads, bc_reward_losses
-from .config import RunConfig, TrainConfig
+from .config import RunConfig, TrainConfig, replace
 from .data import EpisodeStore, SegmentSampler
 from .dynamics import Dynamics
 from .imagine import act_to_idx, advantages, imagine, rl_losses
@@ -210,6 +210,12 @@ def load_agent(cfg: RunConfig, device: torch.device | str = "cpu", policy: str =
     return tok, dyn.eval(), heads.eval()
 
 
+def dreaming_config(cfg: RunConfig) -> RunConfig:
+    """The config of the dreams an agent is trained in: the dynamics' action guidance replaced by
+    agent.imagine_guidance (imagination RL and the dream env; AgentConfig.imagine_guidance)."""
+    return replace(cfg, **{"dynamics.action_guidance": cfg.agent.imagine_guidance})
+
+
 def _policy_value(state_dict: dict) -> dict:
     """Only what imagination training learns: the reward and continuation heads stay the finetuned ones."""
     return {k: v for k, v in state_dict.items() if k.startswith(("policy.", "value."))}
@@ -219,7 +225,7 @@ def train_imagination(cfg: RunConfig, scale: int = 1, progress: bool = True) -> 
     """Phase 3: transformer, reward and continuation heads frozen; policy and value heads learn from
     rollouts in the world model (METHOD.md 3). The prior is a frozen copy of the finetuned policy."""
     run, device, bf16 = setup(cfg)
-    tok, dyn, bc_heads = load_agent(cfg, device, policy="bc")
+    tok, dyn, bc_heads = load_agent(dreaming_config(cfg), device, policy="bc")
     for p in [*tok.parameters(), *dyn.parameters(), *bc_heads.parameters()]:
         p.requires_grad_(False)
     heads = copy.deepcopy(bc_heads)  # trainable copy; bc_heads stays as the prior

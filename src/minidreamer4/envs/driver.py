@@ -33,6 +33,7 @@ class CarRacingDriver:
         lookahead: int = 6,
         speed: float = 100.0,
         car: int = 0,
+        lock: float = 0.0,
     ):
         u = getattr(env.env, "unwrapped", env.env)
         kind = type(u).__name__
@@ -46,6 +47,7 @@ class CarRacingDriver:
             )
         self.env, self.u, self.rng, self.car_index = env, u, rng, car
         self.noise, self.hold, self.lookahead, self.speed = noise, hold, lookahead, speed
+        self.lock = lock  # the share of perturbations that hold full-lock steering (-1 or +1)
         self.reset()
 
     def _state(self):
@@ -91,7 +93,10 @@ class CarRacingDriver:
             self.left = int(self.rng.integers(1, self.hold + 1))
             # a random steering, and half of the time a random gas too (brake released)
             gas = self.rng.uniform(-1, 1) if self.rng.random() < 0.5 else None
-            self.held = (self.rng.uniform(-1, 1), gas)
+            steer = self.rng.uniform(-1, 1)
+            if self.rng.random() < self.lock:  # full lock: uniform draws almost never reach it
+                steer = float(self.rng.choice((-1.0, 1.0)))
+            self.held = (steer, gas)
         if self.left > 0:  # held off-plan; the rest stays the plan's
             self.left -= 1
             a[0] = self.held[0]

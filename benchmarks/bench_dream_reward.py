@@ -1,0 +1,155 @@
+"""Does the dream rank two policies the way the env does, over the steps imagination RL plans? One JSON line.
+
+    python benchmarks/bench_dream_reward.py --run runs/cpu [--seeds 6 --starts 40,150,300 --horizon 15]
+    python benchmarks/bench_dream_reward.py --run runs/cpu --set agent.imagine_guidance=4
+
+Imagination RL climbs the reward it reads off dreams of its own actions. When that reward ranks the
+policies otherwise than the env, RL moves the wrong way however well it optimises (issue 18). From the
+same real states (the behaviour-cloned policy drives `start` steps from evaluation seed `seed`; every
+(seed, start) is one state), the BC and the imagination-RL policy (mean readout) each drive on for
+`horizon` steps in the env. Per policy, the summed reward over those steps:
+- `env`: what the env paid;
+- `head_real`: the finetuned reward head on the REAL frames and actions of that branch (teacher-forced);
+- `head_dream`: the same head on the DREAM of the same actions from the same context (the last
+  `dynamics.context` real frames), dreamed as imagination RL dreams (agent.imagine_guidance; --set
+  agent.imagine_guidance=w to try another w).
+`*_rl_minus_bc` per source; `dream_agrees_with_env`: whether the dream's difference has the env's sign.
+Needs an env whose episodes replay from a seed (PixelEnv.replay) and a run with a finetune checkpoint
+(the RL policy is the BC one when there is no imagination checkpoint).
+"""
+
+import argparse
+import json
+import time
+
+import numpy as np
+import torch
+
+from minidreamer4.config import parse_overrides, replace
+from minidreamer4.envs import make_env_from_config
+from minidreamer4.imagine import Actor
+from minidreamer4.latents import StreamEncoder, tok_span
+from minidreamer4.run import load_run_config
+from minidreamer4.train_agent import dreaming_config, load_agent
+
+
+@torch.no_grad()
+def head_on_real(dyn, heads, z, act, window):
+    """z (1, T, N_l, d_b) real latents, act (1, T, A) the action that led to each frame (none at row 0) ->
+    the head's reward of arriving at frames 1..T-1 (T-1,)."""
+    has = torch.ones(1, z.shape[1], dtype=torch.bool)
+    has[:, 0] = False
+    h = dyn.add_context(z, act, has, dyn.new_cache(), window=window, return_agent=True)  # (1, T, D)
+    return heads.step_reward(h[:, 1:], z[:, 1:], z[:, :-1])[0]
+
+
+@torch.no_grad()
+def head_on_dream(dyn, heads, z, act, future, window):
+    """Dreams the actions `future` (H, A) from the context z (1, C, ...), act (1, C, A), as imagine() does;
+    returns the head's reward per dreamed step (H,)."""
+    cache = dyn.new_cache()
+    has = torch.ones(1, z.shape[1], dtype=torch.bool)
+    has[:, 0] = False
+    dyn.add_context(z, act, has, cache, window=window)
+    one = torch.ones(1, dtype=torch.bool)
+    z_prev, out = z[:, -1], []
+    for a in future:
+        a = a[None]
+        z_next = dyn.sample_frame(a, one, cache, window=window)
+        h = dyn.add_context(
+            z_next[:, None], a[:, None], one[:, None], cache, window=window, return_agent=True
+        )
+        out.append(heads.step_reward(h[:, 0], z_next, z_prev)[0])
+        z_prev = z_next
+    return torch.stack(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--run", required=True)
+    ap.add_argument("--seeds", type=int, default=6)
+    ap.add_argument("--starts", default="40,150,300", help="steps the BC policy drives before the branch")
+    ap.add_argument("--horizon", type=int, default=15)
+    ap.add_argument("--seed", type=int, default=10_000, help="the first evaluation seed")
+    ap.add_argument("--set", nargs="*", default=[], help="config overrides, section.field=value")
+    a = ap.parse_args()
+    t0 = time.time()
+    torch.manual_seed(0)
+    cfg = load_run_config(a.run)
+    over = parse_overrides(a.set)
+    cfg = replace(cfg, **over) if over else cfg
+    W, H = cfg.dynamics.context, a.horizon
+    env = make_env_from_config(cfg.env)
+    agents = {p: load_agent(cfg, "cpu", p) for p in ("bc", "rl")}
+    tok, dyn, heads = load_agent(dreaming_config(cfg), "cpu", "bc")  # dreams as imagination dreams them
+    span = tok_span(tok)
+    A = len(dyn.action_bins)
+
+    def actor(p):
+        t, d, h = agents[p]
+        return Actor(t, d, h, span, W, torch.device("cpu"), "mean")
+
+    def encode(frames):
+        enc = StreamEncoder(tok, span)
+        return torch.cat([enc.step(torch.from_numpy(o)[None, None]) for o in frames], 1)  # (1, T, N_l, d_b)
+
+    res = {p: {"env": [], "head_real": [], "head_dream": []} for p in agents}
+    starts = [int(s) for s in a.starts.split(",")]
+    for s in range(a.seeds):
+        for t_start in starts:
+            bc = actor("bc")
+            obs = env.reset(seed=a.seed + s)
+            frames, acts = [obs], []
+            for _ in range(t_start):
+                act = bc(obs)
+                acts.append(act)
+                obs, _, term, trunc, _ = env.step(act)
+                frames.append(obs)
+                if term or trunc:
+                    raise RuntimeError(
+                        f"episode {a.seed + s} ended before step {t_start}: use earlier --starts"
+                    )
+            C = min(W, len(frames))  # the context: the last C real frames, with the actions that led to them
+            ctx_a = ([np.zeros(A, np.float32)] + acts)[-C:]
+            for p in agents:
+                # the same noise for both policies (the context is re-noised as it enters the cache, acting
+                # and dreaming alike): two equal policies then give equal figures, and differences are theirs
+                torch.manual_seed(1000 * s + t_start)
+                x = actor(p)
+                for o, act in zip(frames[:-1], acts):  # the policy's own context: the same frames and actions
+                    x(o)
+                    x.prev = torch.from_numpy(act)
+                env.replay(a.seed + s, np.stack(acts))
+                obs, rew, b_frames, b_acts = frames[-1], [], [], []
+                for _ in range(H):
+                    act = x(obs)
+                    obs, r, term, trunc, _ = env.step(act)
+                    rew.append(r)
+                    b_frames.append(obs)
+                    b_acts.append(act)
+                    if term or trunc:
+                        break
+                z = encode(frames[-C:] + b_frames)
+                act_t = torch.from_numpy(np.stack(ctx_a + b_acts))[None]
+                res[p]["env"].append(float(sum(rew)))
+                res[p]["head_real"].append(head_on_real(dyn, heads, z, act_t, W)[C - 1 :].sum().item())
+                fut = torch.from_numpy(np.stack(b_acts))
+                res[p]["head_dream"].append(
+                    head_on_dream(dyn, heads, z[:, :C], act_t[:, :C], fut, W).sum().item()
+                )
+    env.close()
+    out = {"run": a.run, **over, "states": len(res["bc"]["env"]), "horizon": H}
+    for k in ("env", "head_real", "head_dream"):
+        for p in res:
+            out[f"{p}_{k}"] = round(float(np.mean(res[p][k])), 3)
+        out[f"{k}_rl_minus_bc"] = round(out[f"rl_{k}"] - out[f"bc_{k}"], 3)
+    out["dream_agrees_with_env"] = bool(
+        np.sign(out["head_dream_rl_minus_bc"]) == np.sign(out["env_rl_minus_bc"])
+    )
+    out["imagine_guidance"] = cfg.agent.imagine_guidance
+    out["seconds"] = round(time.time() - t0, 1)
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
