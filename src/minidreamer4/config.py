@@ -286,8 +286,9 @@ def _cpu() -> RunConfig:
     # +241.51 +- 57.65 (run rl_w1f, docs/experiments.md session 19). Why, measured from 18 real states
     # (benchmarks/bench_dream_reward.py): over a rollout's 15 steps the RL policy earned less than BC in
     # the env (8.25 vs 12.99) and by the reward head on the real frames (3.71 vs 7.46), but more in its
-    # dreams at w = 4 (18.84 vs 15.60) and w = 2 (15.16 vs 14.27); at w = 1 less (9.57 vs 10.17), the
-    # env's way. Guidance exaggerates what gas and steering do, and RL climbed the exaggeration
+    # dreams at w = 4 (18.84 vs 15.60) and w = 2 (15.16 vs 14.27); at w = 1 about as much (9.57 vs 10.17,
+    # and 10.29 vs 9.85 in a second pass). Guidance exaggerates what gas and steering do, and RL climbed
+    # the exaggeration
     c.agent.imagine_guidance = 1.0
     # (ours) with a reward head that reads the frames, not the action token (agent.reward_input "frame"):
     # that is the head of the run above. With the agent-token head (it reads the action token 8x more
