@@ -24,7 +24,7 @@ def cmd_envs(args: argparse.Namespace) -> None:
 
 
 def cmd_collect(args: argparse.Namespace) -> None:
-    from .collect import collect
+    from .collect import collect, driver_settings
     from .data import EpisodeStore
     from .envs import data_source, make_env_from_config, random_rest
     from .run import episodes_dir
@@ -36,7 +36,6 @@ def cmd_collect(args: argparse.Namespace) -> None:
     rest = random_rest(cfg.env.id, env.action_spec.dims, cfg.data.random_rest)
     policy = data_source(cfg.env.id, args.policy or cfg.data.policy)
     d = cfg.data
-    drv = {"noise": d.driver_noise, "hold": d.driver_hold, "lock": d.driver_lock}
     stats = collect(  # multi-agent: races
         env,
         EpisodeStore(out),
@@ -45,7 +44,7 @@ def cmd_collect(args: argparse.Namespace) -> None:
         seed=cfg.seed,
         hold=d.random_hold,
         rest=rest,
-        driver=drv,
+        driver=driver_settings(d),
     )
     env.close()
     print(json.dumps({"out": out, **stats}))

@@ -113,6 +113,11 @@ def parse_sources(spec: str) -> list[tuple[str, float]]:
     return [(n, w / total) for n, w in out]
 
 
+def driver_settings(data) -> dict:
+    """The driver's keyword arguments (envs/driver.py) from a DataConfig: one place for every caller."""
+    return {"noise": data.driver_noise, "hold": data.driver_hold, "lock": data.driver_lock}
+
+
 def source_policy(
     name: str,
     env: PixelEnv,

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from . import distributed as dist
-from .collect import collect
+from .collect import collect, driver_settings
 from .config import RunConfig
 from .data import EpisodeStore
 from .envs import data_source, eval_readout, make_env_from_config, random_rest
@@ -36,9 +36,10 @@ def ensure_episodes(cfg: RunConfig) -> EpisodeStore:
         rest = random_rest(cfg.env.id, env.action_spec.dims, cfg.data.random_rest)
         n = -(-missing // per_run)
         d = cfg.data
-        drv = {"noise": d.driver_noise, "hold": d.driver_hold, "lock": d.driver_lock}
         source = data_source(cfg.env.id, d.policy)
-        stats = collect(env, store, n, source, seed=cfg.seed, hold=d.random_hold, rest=rest, driver=drv)
+        stats = collect(
+            env, store, n, source, seed=cfg.seed, hold=d.random_hold, rest=rest, driver=driver_settings(d)
+        )
         env.close()
         print("collect:", json.dumps(stats), flush=True)
     dist.barrier()
@@ -272,12 +273,14 @@ def train_loop(cfg: RunConfig, progress: bool = True) -> dict:
         }
         sources = [name for name, w in parse_sources(data_source(cfg.env.id, cfg.data.policy)) if w > 0]
         if "driver" in sources:  # the demonstrator, as it collected (noise, hold); one per car
-            drv = {"noise": cfg.data.driver_noise, "hold": cfg.data.driver_hold, "lock": cfg.data.driver_lock}
             rngs = [
                 np.random.default_rng([cfg.seed, 2, *([k] if n_agents else [])])
                 for k in range(max(n_agents, 1))
             ]
-            drivers = [source_policy("driver", env, r, driver={**drv, "car": k}) for k, r in enumerate(rngs)]
+            drivers = [
+                source_policy("driver", env, r, driver={**driver_settings(cfg.data), "car": k})
+                for k, r in enumerate(rngs)
+            ]
             driver = drivers if n_agents else drivers[0]
             evals["driver"] = evaluate_policy(env, driver, a.eval_episodes, desc=bar("eval driver"))
         for other in others if loop["evals"] else []:
