@@ -10,6 +10,7 @@ ARTEFACTS = [
     "metrics.jsonl",
     "report.md",
     "summary.json",
+    "evals.json",
     "timings.json",
     "loop.json",
     "checkpoints/tokenizer.pt",
@@ -36,6 +37,10 @@ def test_train_loop_end_to_end_and_resume(tmp_path):
     # comparison, with the expected bin value and sampled
     assert "| imagination RL sample |" in report and "| imagination RL mean |" in report
     assert json.loads((run / "summary.json").read_text())["eval_mode"] == "mode"
+    evals = json.loads((run / "evals.json").read_text())  # every policy's return per evaluation episode
+    cfg = json.loads((run / "config.json").read_text())
+    assert {"random", "behaviour cloning", "imagination RL"} <= set(evals)
+    assert all(len(v["returns"]) == cfg["agent"]["eval_episodes"] for v in evals.values())
     assert list((run / "media").glob("plot_*.png"))
     from PIL import Image
 

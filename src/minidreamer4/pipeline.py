@@ -321,6 +321,9 @@ def train_loop(cfg: RunConfig, progress: bool = True) -> dict:
     }
     report = write_report(d, summary, evals, timer.t)
     (d / "summary.json").write_text(json.dumps(summary, indent=2))
+    # every episode's return per policy: the seeds are the same for all, so policies compare episode by
+    # episode (one track's difficulty moves every policy's return alike)
+    (d / "evals.json").write_text(json.dumps(evals, indent=2))
     print("\nsummary")
     for k, v in summary.items():
         print(f"  {k:<32} {v}")
