@@ -301,7 +301,8 @@ def _cpu() -> RunConfig:
     # 0.3, gamma 0.99 / lambda 0.95. With the dottrack preset's fast settings, imagination RL took the
     # driver's clone from +243.23 +- 56.83 to -86.85 +- 1.01 in the loop's first iteration (run cpu_f0);
     # with these, retrained on that finetune, +250.41 +- 66.51 (run rl_c; on ft_ag's, +226.90 against BC
-    # +238.09). They hold the clone; no setting has improved on it yet
+    # +238.09). Over three training seeds of `make demo` they held it on two and not on the third (RL -
+    # BC +26.8 / -208.0 / -57.0, docs/experiments.md session 20); no setting has improved on the clone yet
     c.agent.gamma, c.agent.lam, c.agent.beta = 0.99, 0.95, 0.3
     return c
 
