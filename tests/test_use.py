@@ -230,3 +230,37 @@ def test_bench_dream_reward_branches_the_same_state_for_both_policies(tiny_run):
         and out["head_dream_rl_minus_bc"] == 0
     )
     assert np.isfinite(out["bc_head_dream"]) and out["imagine_guidance"] == 1.0
+
+
+def test_rl_from_clone_restarts_each_iteration_and_still_resumes(tiny_run, tmp_path, capsys):
+    """agent.rl_from_clone: a later loop iteration's RL starts from its own clone (the earlier
+    iteration's heads kept aside), while re-running the same iteration resumes it; without the flag the
+    later iteration resumes the earlier policy."""
+    import shutil
+
+    from minidreamer4.run import load_checkpoint, load_run_config
+    from minidreamer4.train_agent import train_finetune, train_imagination
+
+    for flag in (True, False):
+        dst = tmp_path / f"clone_{flag}"
+        (dst / "checkpoints").mkdir(parents=True)
+        for f in ("tokenizer.pt", "dynamics.pt"):
+            shutil.copy(os.path.join(tiny_run, "checkpoints", f), dst / "checkpoints" / f)
+        shutil.copytree(os.path.join(tiny_run, "episodes"), dst / "episodes")
+        shutil.copy(os.path.join(tiny_run, "config.json"), dst / "config.json")
+        over = {"agent.rl_from_clone": flag, "rl_train.steps": 2, "ft_train.steps": 2}
+        cfg = replace(load_run_config(dst), **over)
+        train_finetune(cfg, progress=False)
+        train_imagination(cfg, scale=1, progress=False)
+        capsys.readouterr()
+        train_imagination(cfg, scale=2, progress=False)
+        out = capsys.readouterr().out
+        ck = load_checkpoint(dst / "checkpoints" / "imagination.pt")
+        assert ck["step"] == 4 and ck["scale"] == 2
+        kept = dst / "checkpoints" / "imagination_it1.pt"
+        if flag:  # iteration 2 trained its full budget from the clone; iteration 1's heads kept aside
+            assert "resuming" not in out and load_checkpoint(kept)["step"] == 2
+            train_imagination(cfg, scale=2, progress=False)  # the same iteration again: it resumes
+            assert "imagination: resuming from step 4" in capsys.readouterr().out
+        else:
+            assert "imagination: resuming from step 2" in out and not kept.exists()

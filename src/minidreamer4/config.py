@@ -167,6 +167,14 @@ class AgentConfig:
     eval_readout: str = "auto"
     collect_episodes: int = 5  # episodes the policy adds to the store each loop iteration
     iterations: int = 2  # loop iterations: dynamics -> finetune -> RL -> eval -> collect
+    # (ours) each loop iteration's imagination RL starts from that iteration's clone (the finetuned policy,
+    # also its prior) instead of resuming the last iteration's policy and value heads, which were trained on
+    # agent-token features the new finetune has since moved. The loop's second RL iteration scored below
+    # its first on all three seeds of `make demo`; RL restarted from each seed's last clone for the same 5
+    # minutes scored +288.67 / +322.76 / +413.48 against the loop's +330.20 / +60.87 / +346.48 (clones
+    # +303.36 / +268.88 / +403.46; docs/experiments.md, session 20). Off until the loop itself is measured
+    # with it: seed 0 fell by 41.5, just past the ~40 that evaluation noise moves one policy
+    rl_from_clone: bool = False
 
 
 @dataclass

@@ -245,7 +245,13 @@ def train_imagination(cfg: RunConfig, scale: int = 1, progress: bool = True) -> 
     starts = SegmentSampler(
         store, a.context, a.rollouts, "train", cfg.data.holdout_every, cfg.data.memory_gb, seed=seed
     )
-    state = StageState(run / "checkpoints" / "imagination.pt", cfg, {"model": heads}, opt, starts)
+    path = run / "checkpoints" / "imagination.pt"
+    if a.rl_from_clone and path.exists() and dist.is_main():
+        done = load_checkpoint(path, "cpu").get("scale", 1)
+        if done < scale:  # an earlier iteration's RL: kept aside, this one starts from its own clone
+            path.replace(path.with_name(f"imagination_it{done}.pt"))
+    dist.barrier()
+    state = StageState(path, cfg, {"model": heads}, opt, starts)
     if state.resume(device):
         print(f"imagination: resuming from step {state.step}", flush=True)
         heads.load_state_dict({**bc_heads.state_dict(), **_policy_value(heads.state_dict())})
@@ -300,10 +306,10 @@ def train_imagination(cfg: RunConfig, scale: int = 1, progress: bool = True) -> 
             bar.update(state.step, state.elapsed, ret=f"{avg['return']:.2f}", kl=f"{avg['kl_prior']:.3f}")
             window = []
         if state.step % tc.ckpt_every == 0 or state.done(tc):
-            state.save()
+            state.save({"scale": scale})
     bar.close()
     if not state.path.exists():
-        state.save()
+        state.save({"scale": scale})
     finish_stage(logger, "imagination", heads, state.step, device)
     logger.close()
     return heads.eval()
