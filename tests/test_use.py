@@ -67,20 +67,26 @@ def test_dream_env_passes_check_env_and_is_deterministic(tiny_run):
     assert o.shape == (3, 16, 16, 3) and r.shape == term.shape == trunc.shape == (3,)
 
 
+def world_model_copy(run, dst):
+    """A new run folder holding `run`'s episodes, config, tokenizer and dynamics checkpoints (no agent)."""
+    import shutil
+
+    (dst / "checkpoints").mkdir(parents=True)
+    for f in ("tokenizer.pt", "dynamics.pt"):
+        shutil.copy(os.path.join(run, "checkpoints", f), dst / "checkpoints" / f)
+    shutil.copytree(os.path.join(run, "episodes"), dst / "episodes")
+    shutil.copy(os.path.join(run, "config.json"), dst / "config.json")
+    return dst
+
+
 def test_frame_reward_input_runs_through_finetune_imagination_and_the_dream_env(tiny_run, tmp_path):
     """agent.reward_input = "frame" end to end: finetune trains the frame head, imagination and the dream
     env read their rewards from it (a head blind to the action)."""
-    import shutil
 
     from minidreamer4.run import load_run_config
     from minidreamer4.train_agent import load_agent, train_finetune, train_imagination
 
-    dst = tmp_path / "frame"
-    (dst / "checkpoints").mkdir(parents=True)
-    for f in ("tokenizer.pt", "dynamics.pt"):
-        shutil.copy(os.path.join(tiny_run, "checkpoints", f), dst / "checkpoints" / f)
-    shutil.copytree(os.path.join(tiny_run, "episodes"), dst / "episodes")
-    shutil.copy(os.path.join(tiny_run, "config.json"), dst / "config.json")
+    dst = world_model_copy(tiny_run, tmp_path / "frame")
     cfg = replace(load_run_config(dst), **{"agent.reward_input": "frame", "rl_train.steps": 2})
     (dst / "config.json").write_text(json.dumps(__import__("dataclasses").asdict(cfg)))
     train_finetune(cfg, progress=False)
@@ -236,18 +242,12 @@ def test_rl_from_clone_restarts_each_iteration_and_still_resumes(tiny_run, tmp_p
     """agent.rl_from_clone: a later loop iteration's RL starts from its own clone (the earlier
     iteration's heads kept aside), while re-running the same iteration resumes it; without the flag the
     later iteration resumes the earlier policy."""
-    import shutil
 
     from minidreamer4.run import load_checkpoint, load_run_config
     from minidreamer4.train_agent import train_finetune, train_imagination
 
     for flag in (True, False):
-        dst = tmp_path / f"clone_{flag}"
-        (dst / "checkpoints").mkdir(parents=True)
-        for f in ("tokenizer.pt", "dynamics.pt"):
-            shutil.copy(os.path.join(tiny_run, "checkpoints", f), dst / "checkpoints" / f)
-        shutil.copytree(os.path.join(tiny_run, "episodes"), dst / "episodes")
-        shutil.copy(os.path.join(tiny_run, "config.json"), dst / "config.json")
+        dst = world_model_copy(tiny_run, tmp_path / f"clone_{flag}")
         over = {"agent.rl_from_clone": flag, "rl_train.steps": 2, "ft_train.steps": 2}
         cfg = replace(load_run_config(dst), **over)
         train_finetune(cfg, progress=False)
