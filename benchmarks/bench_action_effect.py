@@ -15,6 +15,8 @@ From held-out real contexts (latents by the one encoding rule), per horizon h in
 - `turn_right_way`: from every context, `--turn-steps` steps of full left and of full right steering (gas
   on; other envs: first action dimension -1 / +1) in the dream and in the env; how often the dream's
   left-minus-right difference at the last step points the way the env's does.
+- `*_view` (CarRacing: frames with a dashboard, whose steering bar draws the action itself): the pixel
+  figures again on the rows above the dashboard alone.
 `--set dynamics.action_guidance=2` dreams with action guidance (a model trained with action_dropout > 0).
 Any run folder with a dynamics checkpoint works, on any env whose episodes replay from their seeds.
 """

@@ -264,3 +264,48 @@ def test_rl_from_clone_restarts_each_iteration_and_still_resumes(tiny_run, tmp_p
             assert "imagination: resuming from step 4" in capsys.readouterr().out
         else:
             assert "imagination: resuming from step 2" in out and not kept.exists()
+
+
+def test_bench_action_effect_on_the_tiny_run(tiny_run):
+    """benchmarks/bench_action_effect.py on the tiny DotTrack run reports every figure, and the env replay
+    rebuilds the stored frames exactly (the env's action effect is measured on the real states)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    cmd = [sys.executable, os.path.join(root, "benchmarks", "bench_action_effect.py"), "--run", tiny_run]
+    cmd += ["--contexts", "4", "--context", "3", "--horizon", "4", "--turn-steps", "3"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["horizons"] == [1, 4] and out["replay_max_abs_diff"] == 0
+    for key in ("latent_ratio", "pixel_ratio", "pixel_err_repeat_last", "env_effect", "reproduced"):
+        assert set(out[key]) == {"h1", "h4"} and all(np.isfinite(v) for v in out[key].values()), key
+    assert 0.0 <= out["turn_right_way"] <= 1.0 and len(out["turn_right_way_per_step"]) == 3
+    assert not any(k.endswith("_view") for k in out)  # DotTrack has no dashboard
+
+
+def test_action_effect_view_leaves_out_the_dashboard(tiny_run, monkeypatch):
+    """On an env with a dashboard (envs.VIEW_ROWS) the pixel figures come again on the rows above it: the
+    same numbers as the whole frame's computed by hand on the cropped frames."""
+    from minidreamer4 import envs
+    from minidreamer4.dream import action_effect, held_out_batch, turn_figures
+    from minidreamer4.run import load_run_config
+    from minidreamer4.train import load_dynamics, load_tokenizer
+
+    assert envs.view_rows("CarRacing-v3", 64) == 56 and envs.view_rows("DotTrack-v0", 16) == 16
+    cfg = load_run_config(tiny_run)
+    dev = torch.device("cpu")
+    tok, dyn = load_tokenizer(cfg, dev), load_dynamics(cfg, dev)
+    monkeypatch.setitem(envs.VIEW_ROWS, cfg.env.id, 0.5)
+    out = action_effect(cfg, tok, dyn, dev, contexts=4, context=3, horizon=4, turn_steps=3)
+    for key in ("pixel_err_view", "pixel_ratio_view", "reproduced_view", "turn_right_way_view"):
+        assert key in out, key
+    # the repeat-last error on the top half, by hand
+    batch, _, _ = held_out_batch(cfg, tok, dev, 4, 7, 0)
+    x = batch["obs"][..., : cfg.env.size // 2, :].float() / 255.0
+    want = (x[:, 2:3] - x[:, 3:4]).pow(2).mean().item()
+    assert abs(out["pixel_err_repeat_last_view"]["h1"] - want) < 1e-6
+    # the turn check's rule by hand: the same way and big enough; the other way; the right way but tiny
+    xd = torch.randn(5, 2, 3, 4, 4)
+    assert turn_figures(xd, xd)["turn_right_way"] == 1.0
+    assert turn_figures(-xd, xd)["turn_right_way"] == 0.0
+    small = turn_figures(0.05 * xd, xd, "_view")
+    assert small["turn_right_way_view"] == 0.0 and small["turn_cosine_view"] > 0.99

@@ -127,14 +127,22 @@ def _mse(a: Tensor, b: Tensor) -> Tensor:
 
 @torch.no_grad()
 def shuffle_ratio(
-    tok: Tokenizer, dyn: Dynamics, batch: dict, context: int, horizon: int, span: int, seed: int = 0
+    tok: Tokenizer,
+    dyn: Dynamics,
+    batch: dict,
+    context: int,
+    horizon: int,
+    span: int,
+    seed: int = 0,
+    view: int = 0,
 ) -> tuple[dict[str, list[float]], Tensor, Tensor, Tensor]:
     """Dreams every segment twice with the same noise: with its real future actions and with another
     segment's (derangement). Per horizon step (lists of length H): latent and pixel error of each dream
     against the real future, the error of repeating the last context frame, the action-shuffle ratio
     err(other actions) / err(real actions) (1.0: the dream ignores the actions), and the pixel distance
-    between the two dreams (how far the actions alone moved the dream). Also returns the permutation
-    and both dreams' frames (B, H, C, H, W)."""
+    between the two dreams (how far the actions alone moved the dream). view > 0 adds the pixel figures
+    on the frames' top `view` rows alone (`*_view`: envs.view_rows, the world without a dashboard). Also
+    returns the permutation and both dreams' frames (B, H, C, H, W)."""
     C, H = context, horizon
     real_act = batch["act"][:, C : C + H]
     perm = torch.from_numpy(derangement(len(real_act), seed)).to(real_act.device)
@@ -155,6 +163,13 @@ def shuffle_ratio(
         "pixel_ratio": pix_o / pix.clamp_min(1e-12),
         "dream_effect": _mse(dx_o, dx),
     }
+    if view:
+        d_v, do_v, x_v, l_v = (t[..., :view, :] for t in (dx, dx_o, x_real, last_x))
+        pv, pv_o = _mse(d_v, x_v), _mse(do_v, x_v)
+        out["pixel_err_view"], out["pixel_err_shuffled_view"] = pv, pv_o
+        out["pixel_err_repeat_last_view"] = _mse(l_v.expand_as(x_v), x_v)
+        out["pixel_ratio_view"] = pv_o / pv.clamp_min(1e-12)
+        out["dream_effect_view"] = _mse(do_v, d_v)
     return {k: v.tolist() for k, v in out.items()}, perm, dx, dx_o
 
 
@@ -186,14 +201,19 @@ def action_effect(
       (dL - dR) . (xL - xR) > 0 on the pixels of the last step, and is at least a tenth of the env's in
       norm (a dream that does not move has not turned): `turn_right_way` is how often; `turn_cosine` the
       mean cosine between the two differences.
+    - view: on frames with a dashboard (envs.view_rows: CarRacing's bottom bars draw the action taken),
+      the pixel figures again on the rows above it alone, suffixed `_view`: what the view does.
     use_env=False (or an env that cannot replay, or episodes without seeds) leaves out env and turn."""
-    from .envs import MULTI_AGENT, make_env_from_config, turn_actions
+    from .envs import MULTI_AGENT, make_env_from_config, turn_actions, view_rows
     from .latents import tok_span
 
     span = tok_span(tok)
     H = horizon
     batch, raw, held = held_out_batch(cfg, tok, device, contexts, context + H, seed)
-    m, perm, dx, dx_o = shuffle_ratio(tok, dyn, batch, context, H, span, seed)
+    rows = batch["obs"].shape[-2]
+    view = view_rows(cfg.env.id, rows)
+    view = view if view < rows else 0  # frames without a dashboard: the figures above are the view's
+    m, perm, dx, dx_o = shuffle_ratio(tok, dyn, batch, context, H, span, seed, view)
     hs = [h for h in HORIZONS if h <= H]
     out: dict = {"contexts": contexts, "context": context, "horizons": hs}
     for k, v in m.items():
@@ -214,6 +234,11 @@ def action_effect(
     out["env_effect"] = {f"h{h}": round(env_eff[h - 1].item(), 6) for h in hs}
     share = dream_eff / env_eff.clamp_min(1e-12)
     out["reproduced"] = {f"h{h}": round(share[h - 1].item(), 4) for h in hs}
+    if view:
+        env_v = _mse(x_o_t[..., :view, :], x_r_t[..., :view, :])
+        share_v = torch.tensor(m["dream_effect_view"]) / env_v.clamp_min(1e-12)
+        out["env_effect_view"] = {f"h{h}": round(env_v[h - 1].item(), 6) for h in hs}
+        out["reproduced_view"] = {f"h{h}": round(share_v[h - 1].item(), 4) for h in hs}
     # the replay is exact when the env rebuilds a stored future frame from the seed and actions
     real_next = [raw["act"][:4, context : context + 1]]
     (x_check,) = env_branches(env, metas[:4], acts[:4], branch_at[:4], real_next)
@@ -223,19 +248,31 @@ def action_effect(
     xl, xr = env_branches(env, metas, acts, branch_at, [np.tile(left, (T, 1)), np.tile(right, (T, 1))])
     env.close()
     d = turn_check(tok, dyn, batch, context, (left, right), T, span, seed).cpu()
-    dd = (d[0] - d[1]).flatten(2)  # (N, T, pixels): the dream's left minus right, per step
-    xd = torch.from_numpy(xl.astype(np.float32) - xr.astype(np.float32)).flatten(2) / 255.0
-    cos = (dd * xd).sum(-1) / (dd.norm(dim=-1) * xd.norm(dim=-1)).clamp_min(1e-12)  # (N, T)
-    # a dream whose left and right differ by less than a tenth of the env's (in norm) has not turned
-    right_way = (cos > 0) & (dd.norm(dim=-1) > 0.1 * xd.norm(dim=-1))
+    dd = d[0] - d[1]  # (N, T, C, H, W): the dream's left minus right, per step
+    xd = torch.from_numpy(xl.astype(np.float32) - xr.astype(np.float32)) / 255.0
     out["turn_steps"] = T
-    out["turn_right_way"] = round(right_way[:, -1].float().mean().item(), 4)
-    out["turn_cosine"] = round(cos[:, -1].mean().item(), 4)
-    out["turn_right_way_per_step"] = [round(x, 3) for x in right_way.float().mean(0).tolist()]
-    out["turn_cosine_per_step"] = [round(x, 3) for x in cos.mean(0).tolist()]
-    out["turn_env_lr_mse"] = round(xd[:, -1].pow(2).mean().item(), 6)  # how far apart the env's branches are
-    out["turn_dream_lr_mse"] = round(dd[:, -1].pow(2).mean().item(), 6)
+    out.update(turn_figures(dd, xd))
+    if view:
+        out.update(turn_figures(dd[..., :view, :], xd[..., :view, :], "_view"))
     return out
+
+
+def turn_figures(dd: Tensor, xd: Tensor, suffix: str = "") -> dict:
+    """The turn check's figures from the dream's and the env's left-minus-right frames (N, T, ...): the
+    dream turns the right way at a step when the two differences point the same way (cosine > 0) and
+    the dream's is at least a tenth of the env's in norm (a dream that does not move has not turned)."""
+    dd, xd = dd.flatten(2), xd.flatten(2)  # (N, T, pixels)
+    cos = (dd * xd).sum(-1) / (dd.norm(dim=-1) * xd.norm(dim=-1)).clamp_min(1e-12)  # (N, T)
+    right_way = (cos > 0) & (dd.norm(dim=-1) > 0.1 * xd.norm(dim=-1))
+    return {
+        f"turn_right_way{suffix}": round(right_way[:, -1].float().mean().item(), 4),
+        f"turn_cosine{suffix}": round(cos[:, -1].mean().item(), 4),
+        f"turn_right_way_per_step{suffix}": [round(x, 3) for x in right_way.float().mean(0).tolist()],
+        f"turn_cosine_per_step{suffix}": [round(x, 3) for x in cos.mean(0).tolist()],
+        # how far apart the env's branches are, and the dream's
+        f"turn_env_lr_mse{suffix}": round(xd[:, -1].pow(2).mean().item(), 6),
+        f"turn_dream_lr_mse{suffix}": round(dd[:, -1].pow(2).mean().item(), 6),
+    }
 
 
 @torch.no_grad()

@@ -65,6 +65,18 @@ SKIP_START: dict[str, int] = {}
 TURN_ACTIONS = {"CarRacing-v3": ((-1.0, 1.0, -1.0), (1.0, 1.0, -1.0))}
 
 
+# the share of a frame's rows, from the top, that show the world. CarRacing-v3 draws a dashboard in its
+# bottom 12 of 96 rows (speed, ABS, steering and gyroscope bars): the steering bar is the action itself,
+# so a dream can match the env there by drawing the action token, without moving the view. The action
+# figures of dream.action_effect are also reported on the view alone (`*_view`)
+VIEW_ROWS = {"CarRacing-v3": 84 / 96}
+
+
+def view_rows(env_id: str, height: int) -> int:
+    """How many rows from the top of a (.., height, width) frame show the world (all but a dashboard)."""
+    return int(round(height * VIEW_ROWS.get(env_id, 1.0)))
+
+
 def turn_actions(env_id: str, dims: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
     if env_id in TURN_ACTIONS:
         return TURN_ACTIONS[env_id]
@@ -245,4 +257,5 @@ __all__ = [
     "random_rest",
     "skip_start",
     "turn_actions",
+    "view_rows",
 ]
