@@ -97,4 +97,5 @@ def test_eval_readout_auto_is_per_env():
 
     assert preset("cpu").agent.eval_readout == "auto"
     assert eval_readout("CarRacing-v3") == "mean" and eval_readout("DotTrack-v0") == "mode"
+    assert eval_readout("MultiCarRacing-v0") == "mean"  # the same cars (run mcr_s21: +482.35 vs -68.97)
     assert eval_readout("CarRacing-v3", "sample") == "sample"  # an explicit setting wins
