@@ -125,6 +125,19 @@ def _mse(a: Tensor, b: Tensor) -> Tensor:
     return (a.float() - b.float()).pow(2).flatten(2).mean(-1).mean(0)
 
 
+def _pixel_figures(dx: Tensor, dx_o: Tensor, x_real: Tensor, last_x: Tensor, suffix: str = "") -> dict:
+    """Per step: the pixel error of the dreams with the real and the other actions and of repeating the
+    last context frame, their ratio, and how far the two dreams are apart (frames (B, H, C, h, w))."""
+    pix, pix_o = _mse(dx, x_real), _mse(dx_o, x_real)
+    return {
+        f"pixel_err{suffix}": pix,
+        f"pixel_err_shuffled{suffix}": pix_o,
+        f"pixel_err_repeat_last{suffix}": _mse(last_x.expand_as(x_real), x_real),
+        f"pixel_ratio{suffix}": pix_o / pix.clamp_min(1e-12),
+        f"dream_effect{suffix}": _mse(dx_o, dx),
+    }
+
+
 @torch.no_grad()
 def shuffle_ratio(
     tok: Tokenizer,
@@ -150,26 +163,17 @@ def shuffle_ratio(
     dz, dx = dream_frames(tok, dyn, batch, C, real_act, span, seed=seed)
     dz_o, dx_o = dream_frames(tok, dyn, batch, C, real_act[perm], span, seed=seed)
     lat, lat_o = _mse(dz, z_real), _mse(dz_o, z_real)
-    pix, pix_o = _mse(dx, x_real), _mse(dx_o, x_real)
     last_z, last_x = batch["z"][:, C - 1 : C], batch["obs"][:, C - 1 : C].float() / 255.0
     out = {
         "latent_err": lat,
         "latent_err_shuffled": lat_o,
         "latent_err_repeat_last": _mse(last_z.expand_as(z_real), z_real),
-        "pixel_err": pix,
-        "pixel_err_shuffled": pix_o,
-        "pixel_err_repeat_last": _mse(last_x.expand_as(x_real), x_real),
         "latent_ratio": lat_o / lat.clamp_min(1e-12),
-        "pixel_ratio": pix_o / pix.clamp_min(1e-12),
-        "dream_effect": _mse(dx_o, dx),
+        **_pixel_figures(dx, dx_o, x_real, last_x),
     }
     if view:
-        d_v, do_v, x_v, l_v = (t[..., :view, :] for t in (dx, dx_o, x_real, last_x))
-        pv, pv_o = _mse(d_v, x_v), _mse(do_v, x_v)
-        out["pixel_err_view"], out["pixel_err_shuffled_view"] = pv, pv_o
-        out["pixel_err_repeat_last_view"] = _mse(l_v.expand_as(x_v), x_v)
-        out["pixel_ratio_view"] = pv_o / pv.clamp_min(1e-12)
-        out["dream_effect_view"] = _mse(do_v, d_v)
+        crop = (t[..., :view, :] for t in (dx, dx_o, x_real, last_x))
+        out.update(_pixel_figures(*crop, "_view"))
     return {k: v.tolist() for k, v in out.items()}, perm, dx, dx_o
 
 
