@@ -48,6 +48,11 @@ def test_train_loop_end_to_end_and_resume(tmp_path):
         assert gif.size[0] == 2 * gif.size[1] and gif.n_frames > 8
     loop = json.loads((run / "loop.json").read_text())
     assert loop["iteration"] == 2 and len(loop["evals"]) == 2
+    # each iteration's clone is scored beside its RL policy (agent.eval_clone); the final table's BC row is
+    # the last iteration's clone, not a second evaluation of it
+    assert [c["iteration"] for c in loop["clones"]] == [1, 2]
+    assert evals["behaviour cloning"]["returns"] == loop["clones"][-1]["returns"]
+    assert "## Per loop iteration" in report and "| 2 |" in report
     stages = {json.loads(x)["stage"] for x in open(run / "metrics.jsonl")}
     assert {"tokenizer/train", "dynamics/train", "finetune/train", "imagination/train", "loop/eval"} <= stages
     episodes = sorted(p.name for p in (run / "episodes").glob("ep-*.npz"))
@@ -71,3 +76,16 @@ def test_train_loop_end_to_end_and_resume(tmp_path):
     assert r3.returncode == 0, r3.stderr[-3000:]
     ev = json.loads(r3.stdout.strip().splitlines()[-1])
     assert len(ev["returns"]) == 2
+
+
+def test_iteration_rows_pair_rl_with_its_clone_by_episode():
+    from minidreamer4.report import iteration_rows
+
+    loop = {
+        "evals": [{"iteration": 1, "return_mean": 2.0, "return_std": 1.0, "returns": [1.0, 3.0]}],
+        "clones": [{"iteration": 1, "return_mean": 1.5, "return_std": 0.5, "returns": [2.0, 1.0]}],
+    }
+    # paired differences -1 and +2: mean +0.50, RL better on 1 of 2 episodes
+    assert iteration_rows(loop) == ["| 1 | 1.50 +- 0.50 | 2.00 +- 1.00 | +0.50 (RL better in 1 of 2) |"]
+    loop["clones"] = []  # a run from before agent.eval_clone
+    assert iteration_rows(loop) == ["| 1 | not scored | 2.00 +- 1.00 |  |"]

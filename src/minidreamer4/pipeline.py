@@ -225,23 +225,31 @@ def train_loop(cfg: RunConfig, progress: bool = True) -> dict:
             train_imagination(cfg, scale=it + 1, progress=progress)
         if not dist.is_main():  # rank 0 evaluates and collects alone; the others wait for the new data
             dist.barrier()
-            loop = {"iteration": it + 1, "evals": loop["evals"]}
+            loop = {**loop, "iteration": it + 1}
             continue
         with timer("eval"):
             ev = evaluate_policy(env, actor("rl", mode, seed=it), a.eval_episodes, desc=bar("eval"))
+            # the clone this iteration's RL started from (see AgentConfig.eval_clone), on the same seeds
+            clone = (
+                evaluate_policy(env, actor("bc", mode), a.eval_episodes, desc=bar("eval BC"))
+                if a.eval_clone
+                else {}
+            )
         steps = store.stats()["steps"]
         logger = Logger(d, cfg, cfg.wandb)
         logger.log(
             "loop/eval",
             it + 1,
-            {"return_mean": ev["return_mean"], "return_std": ev["return_std"], "env_steps": steps},
+            {"return_mean": ev["return_mean"], "return_std": ev["return_std"], "env_steps": steps}
+            | ({"clone_return_mean": clone["return_mean"]} if clone else {}),
         )
         logger.close()
         print(
             f"loop iteration {it + 1}/{a.iterations}: real-env return "
             f"({mode}) {ev['return_mean']:.2f} "
             f"+- {ev['return_std']:.2f} ({a.eval_episodes} episodes), {steps} env steps stored"
-            + (f"; per agent {ev['return_per_agent']}" if "return_per_agent" in ev else ""),
+            + (f"; per agent {ev['return_per_agent']}" if "return_per_agent" in ev else "")
+            + (f"; its clone {clone['return_mean']:.2f} +- {clone['return_std']:.2f}" if clone else ""),
             flush=True,
         )
         with timer("collect_agent"):
@@ -254,7 +262,8 @@ def train_loop(cfg: RunConfig, progress: bool = True) -> dict:
                 progress=progress,
                 policy_name=f"agent-{it + 1}",
             )
-        loop = {"iteration": it + 1, "evals": loop["evals"] + [{"iteration": it + 1, **ev}]}
+        clones = loop.get("clones", []) + ([{"iteration": it + 1, **clone}] if clone else [])
+        loop = {"iteration": it + 1, "evals": loop["evals"] + [{"iteration": it + 1, **ev}], "clones": clones}
         loop_path.write_text(json.dumps(loop, indent=2))
         dist.barrier()
     if not dist.is_main():
@@ -264,11 +273,14 @@ def train_loop(cfg: RunConfig, progress: bool = True) -> dict:
     # final comparison on the same fixed seeds: random, behaviour-cloned, and imagination-trained policies
     # (the last two in `mode`), and the trained policy in the other readouts
     with timer("eval"):
+        clones = loop.get("clones", [])
+        last_clone = clones[-1] if clones and clones[-1]["iteration"] == a.iterations else None
         evals = {
             "random": evaluate_policy(env, random_policies(0), a.eval_episodes, desc=bar("eval random")),
-            "behaviour cloning": evaluate_policy(
-                env, actor("bc", mode), a.eval_episodes, desc=bar("eval BC")
-            ),
+            # the last iteration's clone, scored by the loop already when agent.eval_clone is on
+            "behaviour cloning": {k: v for k, v in last_clone.items() if k != "iteration"}
+            if last_clone
+            else evaluate_policy(env, actor("bc", mode), a.eval_episodes, desc=bar("eval BC")),
             "imagination RL": loop["evals"][-1] if loop["evals"] else {},
         }
         sources = [name for name, w in parse_sources(data_source(cfg.env.id, cfg.data.policy)) if w > 0]
@@ -319,7 +331,7 @@ def train_loop(cfg: RunConfig, progress: bool = True) -> dict:
             if "return_per_agent" in v
         },
     }
-    report = write_report(d, summary, evals, timer.t)
+    report = write_report(d, summary, evals, timer.t, loop)
     (d / "summary.json").write_text(json.dumps(summary, indent=2))
     # every episode's return per policy: the seeds are the same for all, so policies compare episode by
     # episode (one track's difficulty moves every policy's return alike)

@@ -47,7 +47,27 @@ def plot_curves(run: Path, rows: dict[str, list[dict]]) -> list[Path]:
     return out
 
 
-def write_report(run: Path, summary: dict, evals: dict[str, dict], timings: dict[str, float]) -> Path:
+def iteration_rows(loop: dict) -> list[str]:
+    """Markdown rows per loop iteration: the clone, the RL policy trained from it, and RL - clone paired
+    by evaluation episode (the seeds are the same for both, so one track's difficulty cancels)."""
+    clones = {c["iteration"]: c for c in loop.get("clones", [])}
+    lines = []
+    for ev in loop.get("evals", []):
+        c = clones.get(ev["iteration"])
+        diff = ""
+        if c and len(c["returns"]) == len(ev["returns"]):
+            d = [r - b for r, b in zip(ev["returns"], c["returns"])]
+            better = sum(x > 0 for x in d)
+            diff = f"{sum(d) / len(d):+.2f} (RL better in {better} of {len(d)})"
+        bc = f"{c['return_mean']:.2f} +- {c['return_std']:.2f}" if c else "not scored"
+        rl = f"{ev['return_mean']:.2f} +- {ev['return_std']:.2f}"
+        lines.append(f"| {ev['iteration']} | {bc} | {rl} | {diff} |")
+    return lines
+
+
+def write_report(
+    run: Path, summary: dict, evals: dict[str, dict], timings: dict[str, float], loop: dict | None = None
+) -> Path:
     rows = read_metrics(run)
     plots = plot_curves(run, rows)
     lines = [
@@ -62,6 +82,10 @@ def write_report(run: Path, summary: dict, evals: dict[str, dict], timings: dict
         per = ", ".join(f"{x:.2f}" for x in ev.get("return_per_agent", []))
         n = len(ev["returns"]) // max(1, len(ev.get("return_per_agent", [])))
         lines.append(f"| {name} | {ev['return_mean']:.2f} | {ev['return_std']:.2f} | {n} | {per} |")
+    if loop and loop.get("evals"):
+        lines += ["", "## Per loop iteration: the clone and the RL policy trained from it", ""]
+        lines += ["| iteration | clone (BC) | imagination RL | RL - clone, paired by episode |"]
+        lines += ["| --- | --- | --- | --- |"] + iteration_rows(loop)
     lines += ["", "## Wall time per stage (minutes)", "", "| stage | minutes |", "| --- | --- |"]
     lines += [f"| {k} | {v / 60:.1f} |" for k, v in timings.items()]
     lines += ["", "## Summary", "", "```json", json.dumps(summary, indent=2), "```", "", "## Media", ""]
