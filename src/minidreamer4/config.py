@@ -323,8 +323,8 @@ def _cpu() -> RunConfig:
 
 def _long() -> RunConfig:
     """The cpu preset for users who can wait: the whole loop on CarRacing-v3 in about two hours on 2 cores
-    (measured 111.9 minutes, run long_s0: imagination RL +488.30 +- 177.57 over 10 fixed seeds, BC -30.33;
-    one training seed, docs/experiments.md session 21; resumable like every run). Twice the
+    (measured 111.9 / 114.4 minutes, runs long_s0 / long_s1: imagination RL +488.30 / +317.06 over 10
+    fixed seeds, BC -30.33 / +227.22; docs/experiments.md sessions 21, 22; resumable). Twice the
     episodes, a longer tokenizer (the ceiling of the dreams), three loop iterations so the world model sees
     the policy's own episodes twice. Of the first two, the tokenizer is the one measured to matter: on one
     store of 40 driver episodes and `make demo`'s 9-minute dynamics, the 20-minute tokenizer raised the
