@@ -312,3 +312,29 @@ def test_frame_reward_head_is_blind_to_the_action_and_learns():
         raise AssertionError("no error without z")
     except ValueError:
         pass
+
+
+def test_bc_mask_clones_only_the_kept_segments_and_leaves_the_reward_alone():
+    """AgentConfig.bc_own = False: the BC loss of a batch with one segment masked out equals the BC loss of
+    the kept segments alone; reward and continuation still learn from every segment."""
+    torch.manual_seed(0)
+    heads = AgentHeads(16, (3, 5), mtp=2, hidden=32)
+    h = torch.randn(4, 6, 16)
+    act_idx = torch.stack([torch.randint(0, 3, (4, 6)), torch.randint(0, 5, (4, 6))], -1)
+    has = torch.ones(4, 6, dtype=torch.bool)
+    has[:, 0] = False
+    rew, term = torch.randn(4, 6), torch.zeros(4, 6, dtype=torch.bool)
+    keep = torch.tensor([True, False, True, True])
+    _, all_m = bc_reward_losses(heads, h, act_idx, has, rew, term)
+    _, masked = bc_reward_losses(heads, h, act_idx, has, rew, term, bc_mask=keep)
+    _, kept = bc_reward_losses(heads, h[keep], act_idx[keep], has[keep], rew[keep], term[keep])
+    assert abs(masked["bc_loss"] - kept["bc_loss"]) < 1e-5
+    assert abs(masked["bc_loss"] - all_m["bc_loss"]) > 1e-3  # the masked segment did count before
+    for k in ("reward_loss", "cont_loss"):
+        assert abs(masked[k] - all_m[k]) < 1e-6, k
+    # nothing kept: no BC gradient at all, the reward head still learns
+    loss, none = bc_reward_losses(heads, h, act_idx, has, rew, term, bc_mask=torch.zeros(4, dtype=torch.bool))
+    assert none["bc_loss"] == 0.0
+    loss.backward()
+    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in heads.policy.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in heads.reward.parameters())

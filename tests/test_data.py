@@ -176,3 +176,20 @@ def test_random_rest_leaves_dimensions_at_their_lowest_value():
     assert acts[:, 1][acts[:, 1] > -1].std() > 0.4  # the other draws stay uniform
     # without rest the stream is the plain uniform one (collections made before stay reproducible)
     assert np.array_equal(uni[0], random_policy(env, np.random.default_rng(0), rest=())(obs))
+
+
+def test_bc_mask_leaves_out_the_agents_own_episodes(tmp_path):
+    """The sampler remembers each episode's source; with agent.bc_own = False only the segments of
+    episodes the agent did not collect are cloned (train_agent.with_bc_mask)."""
+    from minidreamer4.train_agent import with_bc_mask
+
+    store = EpisodeStore(tmp_path)
+    for policy in ("driver", "agent-1", "random", "agent-2", "agent"):
+        store.add(_synthetic(), {**META, "policy": policy})
+    s = SegmentSampler(store, seq_len=4, batch=64, split="all", seed=0)
+    assert s.sources == {0: "driver", 1: "agent-1", 2: "random", 3: "agent-2", 4: "agent"}
+    raw = s.sample(index=True)
+    assert "bc" not in with_bc_mask(s, raw, own=True)
+    bc = with_bc_mask(s, raw, own=False)["bc"]
+    assert bc.shape == (64,) and bc.dtype == bool
+    assert np.array_equal(bc, np.isin(raw["ep"], [0, 2])) and 0 < bc.sum() < 64

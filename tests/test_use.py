@@ -266,6 +266,26 @@ def test_rl_from_clone_restarts_each_iteration_and_still_resumes(tiny_run, tmp_p
             assert "imagination: resuming from step 2" in out and not kept.exists()
 
 
+def test_finetune_without_the_agents_own_episodes_clones_nothing_of_them(tiny_run, tmp_path):
+    """agent.bc_own = False through the finetune stage: on a store whose episodes all came from the agent
+    the BC loss is zero on every logged batch (training and held out) while the reward head learns."""
+    from minidreamer4.data import EpisodeStore, load_episode, save_episode
+    from minidreamer4.run import load_run_config
+    from minidreamer4.train_agent import train_finetune
+
+    dst = world_model_copy(tiny_run, tmp_path / "own")
+    store = EpisodeStore(dst / "episodes")
+    for i in store.indices():  # relabel every episode as the loop's own
+        arrays, meta = load_episode(store.path(i))
+        save_episode(store.path(i), arrays, {**meta, "policy": f"agent-{1 + i % 2}"})
+    over = {"agent.bc_own": False, "ft_train.steps": 3, "ft_train.log_every": 1, "ft_train.eval_every": 1}
+    train_finetune(replace(load_run_config(dst), **over), progress=False)
+    rows = [json.loads(x) for x in open(dst / "metrics.jsonl")]
+    ft = [r for r in rows if r["stage"] in ("finetune/train", "finetune/eval")]
+    assert {r["stage"] for r in ft} == {"finetune/train", "finetune/eval"}
+    assert all(r["bc_loss"] == 0.0 and r["reward_loss"] > 0.0 for r in ft)
+
+
 def test_bench_action_effect_on_the_tiny_run(tiny_run):
     """benchmarks/bench_action_effect.py on the tiny DotTrack run reports every figure, and the env replay
     rebuilds the stored frames exactly (the env's action effect is measured on the real states)."""

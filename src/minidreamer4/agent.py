@@ -222,16 +222,20 @@ def bc_reward_losses(
     rew: Tensor,
     term: Tensor,
     z: Tensor | None = None,
+    bc_mask: Tensor | None = None,
 ) -> tuple[Tensor, dict]:
     """Phase-2 losses on agent outputs h (B, T, D) of a real segment (METHOD.md 3, finetune):
     behaviour cloning of a_{t+n} and reward r_{t+n} for n = 0..L, plus continuation.
     act_idx (B, T, A) bin indices of the action that LED to each frame; has_act, rew, term (B, T).
-    z (B, T, N_l, d_b): the segment's latents, for the frame reward head when the heads have one."""
+    z (B, T, N_l, d_b): the segment's latents, for the frame reward head when the heads have one.
+    bc_mask (B,) bool: the segments whose actions are cloned (None: all); reward and continuation learn
+    from every segment (AgentConfig.bc_own)."""
     B, T = h.shape[:2]
+    keep = has_act if bc_mask is None else has_act & bc_mask[:, None].bool()  # (B, T)
     bc, rl, n_bc, n_rl = h.new_zeros(()), h.new_zeros(()), 0, 0
     for n in range(heads.mtp + 1):
         if T - n - 1 > 0:  # action taken at frame t+n is stored with frame t+n+1
-            m = has_act[:, n + 1 :].float()
+            m = keep[:, n + 1 :].float()
             lp = heads.pi(h[:, : T - n - 1], n).log_prob(act_idx[:, n + 1 :])
             bc = bc - (lp * m).sum() / m.sum().clamp_min(1)
             n_bc += 1

@@ -181,6 +181,13 @@ class AgentConfig:
     # +303.36 / +268.88 / +403.46; docs/experiments.md, session 20). Off until the loop itself is measured
     # with it: seed 0 fell by 41.5, just past the ~40 that evaluation noise moves one policy
     rl_from_clone: bool = False
+    # (ours) whether finetuning clones the actions of the agent's own episodes too (the loop adds
+    # agent.collect_episodes of them per iteration), or only those of the store's other sources (the
+    # driver's demonstrations, exploration). The reward and continuation heads and the world model learn
+    # from every episode either way. The long preset's clone got worse with each iteration (+343 -> +286
+    # -> +227 on long_s1, -30 on long_s0's third) while the store gained the RL policy's sampled episodes,
+    # whose steering drifted (long_s0's agent-2 mean steer +0.45 against the driver's -0.05)
+    bc_own: bool = True
 
 
 @dataclass

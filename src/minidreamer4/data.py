@@ -182,6 +182,7 @@ class SegmentSampler:
         self.rng = np.random.default_rng(seed)
         self.refresh_s, self._last_refresh = refresh_s, -1e9
         self.episodes: dict[int, dict[str, np.ndarray]] = {}  # index -> arrays, insertion = age order
+        self.sources: dict[int, str] = {}  # index -> the policy that collected it (its metadata's "policy")
         self._ref: dict | None = None
         self._seen: set[int] = set()  # indices already considered (loaded, or of the other split)
         self.refresh(force=True)
@@ -203,8 +204,9 @@ class SegmentSampler:
             self._seen.add(i)
             if self._ref is None:
                 self._ref = self.store.reference()
-            arrays, _ = load_episode(self.store.path(i), self._ref)
+            arrays, meta = load_episode(self.store.path(i), self._ref)
             self.episodes[i] = arrays
+            self.sources[i] = str(meta.get("policy", ""))
             added += 1
         while len(self.episodes) > 1 and self.nbytes() > self.memory_bytes:
             del self.episodes[next(iter(self.episodes))]  # drop the oldest

@@ -13,6 +13,7 @@ import copy
 import dataclasses
 import time
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -80,7 +81,9 @@ class _Pair(torch.nn.Module):
         batch (see AgentConfig.head_updates)."""
         if heads_only:
             h, act_idx = self._last
-            return bc_reward_losses(self.heads, h, act_idx, b["has_act"], b["rew"], b["term"], b["z"])
+            return bc_reward_losses(
+                self.heads, h, act_idx, b["has_act"], b["rew"], b["term"], b["z"], b.get("bc")
+            )
         dyn_loss, m = self.dyn(b)  # shortcut forcing on noisy frames, kept on
         # (ours) the heads read the agent outputs of a second pass over the same frames at the context
         # level (re-noised like add_context): exactly what they see when acting and imagining. In the
@@ -89,7 +92,9 @@ class _Pair(torch.nn.Module):
         h = self.dyn.add_context(b["z"], b["act"], b["has_act"], None, task=b.get("task"), return_agent=True)
         h = scale_grad(h, self.agent_grad_scale)  # the heads learn at full strength, the transformer less
         act_idx = act_to_idx(b["act"], self.dyn)
-        agent_loss, am = bc_reward_losses(self.heads, h, act_idx, b["has_act"], b["rew"], b["term"], b["z"])
+        agent_loss, am = bc_reward_losses(
+            self.heads, h, act_idx, b["has_act"], b["rew"], b["term"], b["z"], b.get("bc")
+        )
         self._last = (h.detach(), act_idx)
         return dyn_loss + agent_loss, {**m, **am, "dyn_loss": dyn_loss.item()}
 
@@ -104,6 +109,20 @@ class _RLLoss(torch.nn.Module):
     def forward(self, roll: dict, policy_weight: float = 1.0) -> tuple[torch.Tensor, dict]:
         a = self.a
         return rl_losses(self.heads, self.prior, roll, a.gamma, a.lam, a.alpha, a.beta, policy_weight)
+
+
+def is_own(source: str) -> bool:
+    """Whether an episode's source (its metadata's "policy") is the agent itself: the loop names its
+    episodes "agent-<iteration>", `collect` with a policy object "agent"."""
+    return source.startswith("agent")
+
+
+def with_bc_mask(sampler: SegmentSampler, raw: dict, own: bool) -> dict:
+    """raw (a sample with index) plus "bc" (B,): the segments whose actions behaviour cloning learns,
+    all of them, or with own=False those of episodes the agent did not collect (AgentConfig.bc_own)."""
+    if own:
+        return raw
+    return {**raw, "bc": np.array([not is_own(sampler.sources[int(e)]) for e in raw["ep"]])}
 
 
 def agent_seq_len(cfg: RunConfig) -> int:
@@ -143,7 +162,8 @@ def train_finetune(cfg: RunConfig, scale: int = 1, progress: bool = True) -> tup
         print(f"finetune: resuming from step {state.step}", flush=True)
     logger = Logger(run, cfg, cfg.wandb)
     latents = LatentCache(tok, bf16, device)
-    eval_batch = latents.batch(held, held.sample(index=True))  # fixed held-out batch
+    own = cfg.agent.bc_own
+    eval_batch = latents.batch(held, with_bc_mask(held, held.sample(index=True), own))  # fixed held-out
 
     train_pair = train_module(pair, cfg, device)
 
@@ -156,7 +176,7 @@ def train_finetune(cfg: RunConfig, scale: int = 1, progress: bool = True) -> tup
     window = []
     while not state.done(tc):
         t0 = time.perf_counter()
-        batch = latents.batch(train_s, train_s.sample(index=True))
+        batch = latents.batch(train_s, with_bc_mask(train_s, train_s.sample(index=True), own))
         loss, metrics = losses(batch, train_pair)
         g = state.guard  # a non-finite step is skipped and counted, not applied
         metrics["grad_norm"] = optimizer_step(opt, loss, pair.parameters(), tc, state.step, state.elapsed, g)
