@@ -186,7 +186,8 @@ class AgentConfig:
     # driver's demonstrations, exploration). The reward and continuation heads and the world model learn
     # from every episode either way. The long preset's clone got worse with each iteration (+343 -> +286
     # -> +227 on long_s1, -30 on long_s0's third) while the store gained the RL policy's sampled episodes,
-    # whose steering drifted (long_s0's agent-2 mean steer +0.45 against the driver's -0.05)
+    # whose steering drifted (long_s0's agent-2 mean steer +0.45 against the driver's -0.05). Measured in
+    # the cpu preset (off there, see _cpu)
     bc_own: bool = True
 
 
@@ -325,6 +326,14 @@ def _cpu() -> RunConfig:
     # +238.09). Over three training seeds of `make demo` they held it on two and not on the third (RL -
     # BC +26.8 / -208.0 / -57.0, docs/experiments.md session 20); no setting has improved on the clone yet
     c.agent.gamma, c.agent.lam, c.agent.beta = 0.99, 0.95, 0.3
+    # (ours) the second iteration's finetune clones the driver's episodes, not the first RL policy's
+    # (AgentConfig.bc_own). With them the loop's second clone fell from +368.72 to +236.86 and from +420.17
+    # to -22.80 (runs demo_fc1 / demo_fc2); refinetuned on the same 25 episodes and world models, cloning
+    # the driver's alone scored +310.35 / +147.11 against +274.18 / +54.06 cloning all (paired +36.2 / +93.0;
+    # docs/experiments.md, session 26). Without demonstrations (data.policy random or explore) the store has
+    # no other actions worth cloning: pass --agent.bc_own true there. One-iteration loops (the dottrack
+    # preset) finetune before the agent has collected anything, so this does not touch them
+    c.agent.bc_own = False
     return c
 
 
