@@ -118,7 +118,7 @@ def main() -> None:
                 x = actor(p)
                 for o, act in zip(frames[:-1], acts):  # the policy's own context: the same frames and actions
                     x(o)
-                    x.prev = torch.from_numpy(act)
+                    x.prev = torch.from_numpy(act)[None]  # (1, A): the actor keeps a batch of one
                 env.replay(a.seed + s, np.stack(acts))
                 obs, rew, b_frames, b_acts = frames[-1], [], [], []
                 for _ in range(H):

@@ -119,7 +119,11 @@ def cmd_eval(args: argparse.Namespace) -> None:
     env = make_env_from_config(cfg.env)
     readout = eval_readout(cfg.env.id, args.readout or cfg.agent.eval_readout)
     actor = actors_for(env, tok, dyn, heads, tok_span(tok), cfg.dynamics.context, device, readout)
-    ev = evaluate_policy(env, actor, args.episodes)
+    n = 1 if getattr(env, "num_agents", 0) else min(cfg.agent.eval_envs, args.episodes)
+    envs = [env] + [make_env_from_config(cfg.env) for _ in range(n - 1)]  # episodes side by side
+    ev = evaluate_policy(envs, actor, args.episodes)
+    for e in envs:
+        e.close()
     print(json.dumps({"run": str(args.run), "policy": args.policy, "readout": readout, **ev}))
 
 

@@ -161,6 +161,31 @@ def run_episode(env: PixelEnv, policy: Policy, seed: int) -> dict[str, np.ndarra
     }
 
 
+def run_episodes(envs: list[PixelEnv], policy: Policy, seeds: list[int]) -> list[dict[str, np.ndarray]]:
+    """One episode in each env from its seed, side by side, for a policy that acts on a batch: observations
+    (B, C, H, W) -> actions (B, A) (imagine.Actor, whose batch rows are independent streams). An env whose
+    episode ended is not stepped again; its last observation fills its row until every episode has ended.
+    Returns run_episode's arrays for each env, equal to running them one at a time."""
+    obs = [e.reset(seed=s) for e, s in zip(envs, seeds)]
+    if hasattr(policy, "reset"):
+        policy.reset()
+    eps = [{"obs": [e.frame], "act": [], "rew": [], "term": [], "trunc": []} for e in envs]
+    done = [False] * len(envs)
+    while not all(done):
+        acts = np.asarray(policy(np.stack(obs)), np.float32)  # (B, A)
+        for i, e in enumerate(envs):
+            if done[i]:
+                continue
+            obs[i], r, term, trunc, _ = e.step(acts[i])
+            for k, v in zip(("obs", "act", "rew", "term", "trunc"), (e.frame, acts[i], r, term, trunc)):
+                eps[i][k].append(v)
+            done[i] = term or trunc
+    return [
+        {k: np.stack(v).astype(np.float32) if k == "rew" else np.stack(v) for k, v in ep.items()}
+        for ep in eps
+    ]
+
+
 def run_multi_episode(env: MultiPixelEnv, policies: list[Policy], seed: int) -> list[dict[str, np.ndarray]]:
     """One episode of a multi-agent env, agent i driven by policies[i]. Returns one episode per agent in the
     store's format: agent i's stream from the reset up to the step it was done."""
@@ -221,19 +246,24 @@ def collect(
     hold: int = 1,
     rest: tuple[float, ...] = (),
     driver: dict | None = None,
+    envs: list[PixelEnv] | None = None,
 ) -> dict:
     """Runs `episodes` episodes and appends each to the store as soon as it ends. Returns summary stats.
     `policy`: a data source or a mix of them (module docstring: each episode draws its source by the
     weights), or a policy (one per agent in a multi-agent env). In a multi-agent env every agent's
     stream is its own episode in the store (`agent` in its metadata); `hold` and `rest` are the random
-    policy's (see random_policy), `driver` the driver's keyword arguments."""
+    policy's (see random_policy), `driver` the driver's keyword arguments. `envs`: instances of the env
+    (the first is `env`) in which a policy that acts on a batch (imagine.Actor) plays its episodes side by
+    side (run_episodes); each group's episodes are stored in order when the group ends."""
     multi = isinstance(env, MultiPixelEnv)
     sources = parse_sources(policy) if isinstance(policy, str) else None
+    side = envs if envs and sources is None and not multi and getattr(policy, "batched", False) else [env]
     returns, steps, t0 = [], 0, time.perf_counter()
     bar = tqdm(
         total=episodes, desc=f"collect {env.env_id}", unit="ep", disable=not progress, dynamic_ncols=True
     )
-    for e in range(episodes):
+    e = 0
+    while e < episodes:
         idx = store.indices()
         i = idx[-1] + 1 if idx else 0  # the index store.add will give this (first) episode
         ep_seed = seed * 1_000_003 + i
@@ -251,18 +281,24 @@ def collect(
                 pols = policy
             eps = run_multi_episode(env, pols, ep_seed)
             metas = [{"agent": k, "num_agents": n, "race": e} for k in range(n)]
+            seeds = [ep_seed] * n
+        elif len(side) > 1:  # the store's next indices i, i + 1, ... give the seeds, as one at a time
+            seeds = [ep_seed + j for j in range(min(len(side), episodes - e))]
+            eps, metas = run_episodes(side[: len(seeds)], policy, seeds), [{}] * len(seeds)
         else:
             rng = np.random.default_rng([seed, i])
             pol = source_policy(name, env, rng, hold, rest, driver) if sources is not None else policy
-            eps, metas = [run_episode(env, pol, ep_seed)], [{}]
-        for ep, extra in zip(eps, metas):
+            eps, metas, seeds = [run_episode(env, pol, ep_seed)], [{}], [ep_seed]
+        for ep, extra, s in zip(eps, metas, seeds):
             ret = float(ep["rew"].sum())
             if name == "random" and rest:
                 extra = {**extra, "random_rest": list(rest)}
-            store.add(ep, episode_meta(env, ep_seed, name, {"return": ret, **extra}))
+            store.add(ep, episode_meta(env, s, name, {"return": ret, **extra}))
             returns.append(ret)
             steps += len(ep["act"])
-        bar.update(1)
+        done = 1 if multi else len(eps)
+        e += done
+        bar.update(done)
         bar.set_postfix(steps_per_s=f"{steps / (time.perf_counter() - t0):.0f}", ret=f"{returns[-1]:.1f}")
     bar.close()
     dt = time.perf_counter() - t0

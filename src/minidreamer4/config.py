@@ -158,6 +158,11 @@ class AgentConfig:
     policy_updates: int = 4  # (ours) PMPO updates per rollout, on advantages fixed before the first
     head_updates: int = 16  # (ours) head updates per finetune batch (the first also moves the transformer)
     eval_episodes: int = 10  # real-env evaluation episodes (fixed seeds)
+    # (ours) env instances the agent plays its evaluation and collection episodes in side by side, one
+    # batched forward per step for all of them (imagine.evaluate_policy, collect.run_episodes). One at a
+    # time, acting cost ~19 ms of model per step beside ~13 ms of CarRacing: the evaluations were 19.5 of
+    # make demo's 54 minutes (run demo_fc1, session 26)
+    eval_envs: int = 10
     # (ours) how the policy's per-dimension categoricals become the action in real-env evaluation: "mode"
     # (each dimension's most likely bin), "mean" (the expected bin value) or "sample"; the loop scores the
     # trained policy in the other two readouts too. With a prior cloned from random actions the KL keeps

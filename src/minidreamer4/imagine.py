@@ -121,7 +121,12 @@ READOUTS = ("mode", "mean", "sample")  # policy -> action in the real env (Agent
 
 class Actor:
     """Acts in the real env: the encoded observation stream with a rolling context and the KV caches of the
-    tokenizer and the dynamics model, so each step is one forward of each, not a re-run of the context."""
+    tokenizer and the dynamics model, so each step is one forward of each, not a re-run of the context.
+    Called with one observation (C, H, W) it returns one action (A,); called with a batch (B, C, H, W), one
+    per env stepped side by side (evaluate_policy with several envs), it returns (B, A): every row has its
+    own context and caches, so B episodes cost about one forward per step instead of B."""
+
+    batched = True  # evaluate_policy may step several envs side by side with it
 
     def __init__(
         self,
@@ -138,33 +143,36 @@ class Actor:
         if readout not in READOUTS:
             raise ValueError(f"readout must be one of {READOUTS}, not {readout!r}")
         self.tok, self.dyn, self.heads, self.span, self.window = tok, dyn, heads, span, window
-        self.device, self.readout = device, readout
-        self.task = torch.tensor([task], device=device)
+        self.device, self.readout, self.task_id = device, readout, task
         self.gen = torch.Generator(device="cpu").manual_seed(seed)
         self.reset()
 
     def reset(self) -> None:
-        self.encoder = StreamEncoder(self.tok, self.span)  # the encoding rule (latents.py), one stream
+        """A new episode (or batch of episodes: the batch size is set by the next call)."""
+        self.encoder = StreamEncoder(self.tok, self.span)  # the encoding rule (latents.py)
         self.dcache, self.prev = self.dyn.new_cache(), None
 
     @torch.no_grad()
     def __call__(self, obs: np.ndarray) -> np.ndarray:
-        frame = torch.from_numpy(obs).to(self.device)[None, None]  # (1, 1, C, H, W)
-        z = self.encoder.step(frame)
+        batched = obs.ndim == 4
+        frame = torch.from_numpy(obs if batched else obs[None]).to(self.device)[:, None]  # (B, 1, C, H, W)
+        B = frame.shape[0]
+        z = self.encoder.step(frame)  # (B, 1, N_l, d_b)
         A = len(self.dyn.action_bins)
-        prev = torch.zeros(1, 1, A, device=self.device) if self.prev is None else self.prev[None, None]
-        has = torch.tensor([[self.prev is not None]], device=self.device)
-        h = self.dyn.add_context(
-            z, prev, has, self.dcache, window=self.window, task=self.task, return_agent=True
-        )[:, -1]
-        pi = self.heads.pi(h)
+        first = self.prev is None
+        prev = torch.zeros(B, 1, A, device=self.device) if first else self.prev[:, None]  # (B, 1, A)
+        has = torch.full((B, 1), not first, device=self.device)
+        task = torch.full((B,), self.task_id, device=self.device)
+        h = self.dyn.add_context(z, prev, has, self.dcache, window=self.window, task=task, return_agent=True)
+        pi = self.heads.pi(h[:, -1])  # (B, D) -> per-dimension logits
         if self.readout == "mean":  # the expected value per dimension (the dynamics bins it when it reads it)
-            a = pi.mean_action()[0]
+            a = pi.mean_action()
         else:
             idx = pi.mode() if self.readout == "mode" else _sample(pi, self.gen)
-            a = bins_to_action(idx.float(), self.dyn.act_bins)[0]
+            a = bins_to_action(idx.float(), self.dyn.act_bins)  # (B, A)
         self.prev = a
-        return a.cpu().numpy().astype(np.float32)
+        out = a.cpu().numpy().astype(np.float32)
+        return out if batched else out[0]
 
 
 def actors_for(env: PixelEnv, tok, dyn, heads, span: int, window: int, device, readout="sample", seed=0):
@@ -185,29 +193,39 @@ def _sample(pi, gen: torch.Generator) -> Tensor:
 
 
 def evaluate_policy(
-    env: PixelEnv, policy, episodes: int, seed: int = 10_000, desc: str | None = None
+    env: PixelEnv | list[PixelEnv],
+    policy,
+    episodes: int,
+    seed: int = 10_000,
+    desc: str | None = None,
 ) -> dict:
     """Real-env return over `episodes` episodes with fixed seeds (seed, seed + 1, ...). In a multi-agent env
     `policy` is one policy per agent; every agent's return counts, and `return_per_agent` lists each one's
-    mean. desc: show a progress bar over the episodes with this label."""
-    if isinstance(env, MultiPixelEnv):
-        return _evaluate_multi(env, policy, episodes, seed)
+    mean. desc: show a progress bar over the episodes with this label.
+    env may be a list of instances of one env: a policy that acts on a batch (Actor.batched) then plays
+    len(env) episodes side by side, one per instance, each from its own seed (same seeds, same episodes as
+    one at a time, up to the random draws: the policy's samples and the context noise come in another
+    order). Other policies play one episode at a time in the first instance."""
+    envs = env if isinstance(env, list) else [env]
+    if isinstance(envs[0], MultiPixelEnv):
+        return _evaluate_multi(envs[0], policy, episodes, seed)
     from tqdm import tqdm
 
+    from .collect import run_episode, run_episodes
+
+    width = len(envs) if getattr(policy, "batched", False) else 1
     returns, lengths = [], []
-    bar = tqdm(range(episodes), desc=desc, unit="ep", disable=desc is None, dynamic_ncols=True)
-    for i in bar:
-        obs = env.reset(seed=seed + i)
-        if hasattr(policy, "reset"):
-            policy.reset()
-        total, n, done = 0.0, 0, False
-        while not done:
-            obs, r, term, trunc, _ = env.step(policy(obs))
-            total += r
-            n += 1
-            done = term or trunc
-        returns.append(total)
-        lengths.append(n)
+    bar = tqdm(total=episodes, desc=desc, unit="ep", disable=desc is None, dynamic_ncols=True)
+    for first in range(0, episodes, width):
+        seeds = list(range(seed + first, seed + min(first + width, episodes)))
+        eps = (
+            run_episodes(envs[: len(seeds)], policy, seeds)
+            if width > 1
+            else [run_episode(envs[0], policy, seeds[0])]
+        )
+        returns += [float(ep["rew"].sum(dtype=np.float64)) for ep in eps]
+        lengths += [len(ep["act"]) for ep in eps]
+        bar.update(len(eps))
         bar.set_postfix(ret=f"{np.mean(returns):.2f}")
     bar.close()
     return {

@@ -213,6 +213,15 @@ def train_loop(cfg: RunConfig, progress: bool = True) -> dict:
         tok, dyn, heads = load_agent(cfg, device, policy)
         return actors_for(env, tok, dyn, heads, tok_span(tok), cfg.dynamics.context, device, readout, seed)
 
+    # the agent plays its evaluation episodes side by side in agent.eval_envs instances of the env (made
+    # on first use); other policies, and multi-agent envs, play one episode at a time in the first
+    eval_envs = [env]
+
+    def envs_for_eval() -> list:
+        while not n_agents and len(eval_envs) < min(a.eval_envs, a.eval_episodes):
+            eval_envs.append(make_env_from_config(cfg.env))
+        return eval_envs
+
     def random_policies(seed: int):
         rngs = [np.random.default_rng([seed, k]) for k in range(max(n_agents, 1))]
         pols = [random_policy(env, r) for r in rngs]
@@ -228,10 +237,12 @@ def train_loop(cfg: RunConfig, progress: bool = True) -> dict:
             loop = {**loop, "iteration": it + 1}
             continue
         with timer("eval"):
-            ev = evaluate_policy(env, actor("rl", mode, seed=it), a.eval_episodes, desc=bar("eval"))
+            ev = evaluate_policy(
+                envs_for_eval(), actor("rl", mode, seed=it), a.eval_episodes, desc=bar("eval")
+            )
             # the clone this iteration's RL started from (see AgentConfig.eval_clone), on the same seeds
             clone = (
-                evaluate_policy(env, actor("bc", mode), a.eval_episodes, desc=bar("eval BC"))
+                evaluate_policy(envs_for_eval(), actor("bc", mode), a.eval_episodes, desc=bar("eval BC"))
                 if a.eval_clone
                 else {}
             )
@@ -261,6 +272,7 @@ def train_loop(cfg: RunConfig, progress: bool = True) -> dict:
                 seed=cfg.seed + 1000 * (it + 1),
                 progress=progress,
                 policy_name=f"agent-{it + 1}",
+                envs=envs_for_eval(),
             )
         clones = loop.get("clones", []) + ([{"iteration": it + 1, **clone}] if clone else [])
         loop = {"iteration": it + 1, "evals": loop["evals"] + [{"iteration": it + 1, **ev}], "clones": clones}
@@ -280,7 +292,7 @@ def train_loop(cfg: RunConfig, progress: bool = True) -> dict:
             # the last iteration's clone, scored by the loop already when agent.eval_clone is on
             "behaviour cloning": {k: v for k, v in last_clone.items() if k != "iteration"}
             if last_clone
-            else evaluate_policy(env, actor("bc", mode), a.eval_episodes, desc=bar("eval BC")),
+            else evaluate_policy(envs_for_eval(), actor("bc", mode), a.eval_episodes, desc=bar("eval BC")),
             "imagination RL": loop["evals"][-1] if loop["evals"] else {},
         }
         sources = [name for name, w in parse_sources(data_source(cfg.env.id, cfg.data.policy)) if w > 0]
@@ -297,7 +309,10 @@ def train_loop(cfg: RunConfig, progress: bool = True) -> dict:
             evals["driver"] = evaluate_policy(env, driver, a.eval_episodes, desc=bar("eval driver"))
         for other in others if loop["evals"] else []:
             evals[f"imagination RL {other}"] = evaluate_policy(
-                env, actor("rl", other, seed=a.iterations), a.eval_episodes, desc=bar(f"eval RL {other}")
+                envs_for_eval(),
+                actor("rl", other, seed=a.iterations),
+                a.eval_episodes,
+                desc=bar(f"eval RL {other}"),
             )
         frames = record_episode(env, actor("rl", mode), seed=10_000)
         if not n_agents:  # single-agent envs: the agent beside the dream of its own actions
@@ -315,7 +330,8 @@ def train_loop(cfg: RunConfig, progress: bool = True) -> dict:
                 d / "media" / "agent_vs_dream.gif", upscale(beside, max(1, 128 // beside.shape[1])), fps=15
             )
     save_gif(d / "media" / "agent_episode.gif", upscale(frames, max(1, 128 // frames.shape[1])), fps=15)
-    env.close()
+    for e in eval_envs:  # env itself is the first
+        e.close()
     evals = {k: v for k, v in evals.items() if v}
     summary = {
         "run": str(d),
