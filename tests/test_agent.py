@@ -229,6 +229,22 @@ def test_policy_readouts_of_a_known_distribution():
     assert abs(mean[1].item()) < 1e-6  # a two-peaked distribution reads its middle
 
 
+def test_median_readout_ignores_a_small_probability_on_a_far_bin():
+    """median: per dimension the first bin whose cumulative probability reaches 1/2 (by hand). A brake
+    released with 90% and full with 10% reads full release, where the mean reads a constant 10% brake."""
+    from minidreamer4.agent import MultiCategorical
+    from minidreamer4.imagine import READOUTS
+
+    brake = torch.tensor([0.9, 0.0, 0.0, 0.0, 0.1])  # values -1, -0.5, 0, 0.5, 1
+    steer = torch.tensor([0.2, 0.2, 0.6])  # cumulative 0.2, 0.4, 1.0: the median is the last bin
+    gas = torch.tensor([0.1, 0.3, 0.3, 0.2, 0.1])  # cumulative 0.1, 0.4, 0.7: the middle bin
+    logits = torch.cat([p.clamp_min(1e-30).log() for p in (brake, steer, gas)])[None]
+    pi = MultiCategorical(logits, (5, 3, 5))
+    assert pi.median().tolist() == [[0, 2, 2]]
+    assert abs(pi.mean_action()[0, 0].item() - (-0.8)) < 1e-6
+    assert "median" in READOUTS
+
+
 def test_scale_grad_keeps_the_value_and_scales_the_gradient():
     from minidreamer4.train_agent import scale_grad
 

@@ -344,3 +344,36 @@ def test_ordinal_init_puts_each_action_dimension_on_a_line():
     b = table[11:]
     cos = torch.nn.functional.cosine_similarity(a[10] - a[0], b[2] - b[0], dim=0)
     assert cos.abs() < 0.5
+
+
+def test_actions_into_spatial_tokens_start_as_tokens_and_learn():
+    """dynamics.action_into "spatial": every other weight starts as with "token" (the added map is zero and
+    draws no random numbers), so both predict the same at first; the map then receives a gradient, after
+    which the action changes the spatial tokens' prediction directly, and the cached dream still equals the
+    recomputed one."""
+    tok, spa = _model(), _model(action_into="spatial")
+    for name, p in tok.state_dict().items():
+        assert torch.equal(p, spa.state_dict()[name]), name
+    z, act, has = _inputs()
+    tau, d = torch.full((2, 5), 0.5), torch.full((2, 5), 1 / 8)
+    zp = spa.pack(z)
+    assert torch.equal(tok.forward_tokens(zp, tau, d, act, has), spa.forward_tokens(zp, tau, d, act, has))
+    spa.train()
+    loss, _ = spa({"z": z, "act": act, "has_act": has})
+    loss.backward()
+    assert spa.act_spatial.grad.abs().sum() > 0
+    with torch.no_grad():
+        spa.act_spatial.normal_(std=0.1)
+    spa.eval()
+    fut = torch.rand(2, 4, 2) * 2 - 1
+    torch.manual_seed(3)
+    a = spa.dream(z, act, has, fut, window=4, use_cache=True)
+    torch.manual_seed(3)
+    b = spa.dream(z, act, has, fut, window=4, use_cache=False)
+    assert torch.allclose(a, b, atol=1e-4), (a - b).abs().max()
+    try:
+        _model(action_into="both")
+    except ValueError as e:
+        assert "action_into" in str(e)
+    else:
+        raise AssertionError("an unknown action_into must raise")

@@ -129,6 +129,13 @@ class MultiCategorical:
     def mode(self) -> Tensor:
         return torch.stack([lg.argmax(-1) for lg in self.logits], -1)
 
+    def median(self) -> Tensor:
+        """Bin indices (..., A): per dimension the first bin whose cumulative probability reaches 1/2. Unlike
+        the expected value, a small probability on a far bin (10% on full brake) moves it not at all."""
+        return torch.stack(
+            [(lg.softmax(-1).cumsum(-1) < 0.5).sum(-1).clamp(max=lg.shape[-1] - 1) for lg in self.logits], -1
+        )
+
     def mean_action(self) -> Tensor:
         """The expected action per dimension, sum_k p_k v_k with v_k the bin's value in [-1, 1] (..., A)."""
         out = []

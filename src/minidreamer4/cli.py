@@ -221,9 +221,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--policy", default="rl", choices=["rl", "bc"])
     s.add_argument(
         "--readout",
-        choices=["mode", "mean", "sample"],
+        choices=["mode", "mean", "sample", "median"],
         default=None,
-        help="each dimension's most likely bin, its expected value or a sample (default: agent.eval_readout)",
+        help="each dimension's most likely bin, its expected value, a sample or its median bin "
+        "(default: agent.eval_readout)",
     )
     s.add_argument("--device", default="auto")
     s.set_defaults(fn=cmd_eval)

@@ -95,6 +95,11 @@ class DynamicsConfig:
     # (ours) the action lookup table starts ordinal: each dimension's bins on a line (dynamics.ordinal_init).
     # DotTrack, 4 minutes: one-step dreamed vs real car displacement slope 0.036 with random rows, 0.294
     ordinal_actions: bool = True
+    # (ours) how the action enters: "token" (METHOD.md: its own tokens, read by the spatial tokens through
+    # the space layers' attention) or "spatial" (the same tokens, and their sum added to each spatial token
+    # of the frame as well, so every latent group sees the action from the first layer on). Issue 17's
+    # lever "how the action enters the model"; measured in docs/experiments.md (session 28)
+    action_into: str = "token"
     sample_steps: int = 4  # K when dreaming
     # (ours) action guidance, in the manner of classifier-free guidance: in training each frame of a
     # sequence row hides the action that led to it with probability action_dropout (the "no action"
@@ -164,11 +169,12 @@ class AgentConfig:
     # make demo's 54 minutes (run demo_fc1, session 26)
     eval_envs: int = 10
     # (ours) how the policy's per-dimension categoricals become the action in real-env evaluation: "mode"
-    # (each dimension's most likely bin), "mean" (the expected bin value) or "sample"; the loop scores the
-    # trained policy in the other two readouts too. With a prior cloned from random actions the KL keeps
-    # the policy wide and its samples hide what it learned: on DotTrack one agent scored +13.06 with the
-    # mode and +0.58 sampled (docs/experiments.md). "auto": the env's own (envs.EVAL_READOUT: "mean" on
-    # CarRacing-v3, where the cloned driver scored +267.60 with it and -93.42 with the mode), else "mode"
+    # (each dimension's most likely bin), "mean" (the expected bin value), "sample" or "median" (each
+    # dimension's median bin); the loop scores the trained policy in two of the first three too. With a
+    # prior cloned from random actions the KL keeps the policy wide and its samples hide what it learned:
+    # on DotTrack one agent scored +13.06 with the mode and +0.58 sampled (docs/experiments.md). "auto": the
+    # env's own (envs.EVAL_READOUT: "mean" on CarRacing-v3, where the cloned driver scored +267.60 with it
+    # and -93.42 with the mode), else "mode"
     eval_readout: str = "auto"
     collect_episodes: int = 5  # episodes the policy adds to the store each loop iteration
     iterations: int = 2  # loop iterations: dynamics -> finetune -> RL -> eval -> collect

@@ -6,6 +6,7 @@ Tokens of one frame (B, T, N, D), N = N_z + S_a + 1 + S_r:
 - spatial: the frame's tokenizer latents (N_l, d_b), flattened and split into N_z groups, Linear -> D;
 - action: one token per action dimension, an embedding LOOKUP of the binned action that led to this frame,
   plus a learned "action present" embedding; a learned "no action" embedding where there is none;
+  with dynamics.action_into "spatial" (ours) a learned map of their sum is also added to each spatial token;
 - level/step: two lookups, signal level tau on the grid k / K_max and step size d = 1 / 2^j, concatenated;
 - registers: learned.
 Space layers attend within a frame; every `time_every`-th layer attends over time (block-causal, RoPE).
@@ -97,6 +98,8 @@ class Dynamics(nn.Module):
             raise ValueError(f"spatial_tokens {cfg.spatial_tokens} must divide latents x bottleneck = {flat}")
         if cfg.k_max & (cfg.k_max - 1) or cfg.sample_steps > cfg.k_max:
             raise ValueError("k_max must be a power of two and >= sample_steps")
+        if cfg.action_into not in ("token", "spatial"):
+            raise ValueError(f"dynamics.action_into must be 'token' or 'spatial', not {cfg.action_into!r}")
         if cfg.action_guidance != 1.0 and cfg.action_dropout == 0.0:
             warnings.warn(
                 "dynamics.action_guidance != 1 on a model trained with action_dropout 0: its 'no action' "
@@ -123,6 +126,11 @@ class Dynamics(nn.Module):
         if cfg.ordinal_actions:
             ordinal_init(self.act_embed.weight, self.action_bins)
         self.act_present = param(Sa, D)
+        if cfg.action_into == "spatial":
+            # the lookup rows are N(0, 1) per value (norm ~sqrt(D)), 3x a spatial token's: added as they are
+            # they would drown the latents. A zero-initialised map lets training set how loud they are (and
+            # draws no random numbers, so every other weight starts as with "token")
+            self.act_spatial = nn.Parameter(torch.zeros(D, D))
         self.act_absent = param(Sa, D)
         n_sizes = int(math.log2(cfg.k_max)) + 1
         self.level_embed = nn.Embedding(cfg.k_max + 1, D - D // 2)  # tau = i / k_max, i in 0..k_max
@@ -161,7 +169,7 @@ class Dynamics(nn.Module):
         return x.reshape(*x.shape[:2], self.latents, self.bottleneck)
 
     def action_tokens(self, act: Tensor, has_act: Tensor) -> Tensor:
-        """act (B, T, A) in [-1, 1], has_act (B, T) -> (B, T, S_a, D) by lookup; never added to latents."""
+        """act (B, T, A) in [-1, 1], has_act (B, T) -> (B, T, S_a, D) by lookup."""
         idx = action_to_bins(act, self.act_bins).long() + self.act_offsets  # (B, T, A)
         present = self.act_embed(idx) + self.act_present
         return torch.where(has_act[..., None, None], present, self.act_absent.expand_as(present))
@@ -189,10 +197,13 @@ class Dynamics(nn.Module):
         With return_agent, also the agent tokens' outputs h (B, T, D) (mean over agent tokens)."""
         B, T = z_tau.shape[:2]
         acts = self.action_tokens(act, has_act)  # (B, T, S_a, D)
+        z_tok = self.z_in(z_tau)  # (B, T, N_z, D)
+        if self.cfg.action_into == "spatial":  # (ours) DynamicsConfig.action_into; hidden -> "no action" sum
+            z_tok = z_tok + acts.sum(2, keepdim=True) @ self.act_spatial
         x = (
             torch.cat(
                 [
-                    self.z_in(z_tau),
+                    z_tok,
                     acts,
                     self.level_tokens(tau, d),
                     self.registers.expand(B, T, -1, -1),

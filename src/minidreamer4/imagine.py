@@ -116,7 +116,9 @@ def advantages(heads: AgentHeads, roll: dict[str, Tensor], gamma: float, lam: fl
     return lambda_returns(roll["rew"], v, (roll["cont"] > 0.5).float(), gamma, lam) - v[:, :H]
 
 
-READOUTS = ("mode", "mean", "sample")  # policy -> action in the real env (AgentConfig.eval_readout)
+# policy -> action in the real env (AgentConfig.eval_readout): the top bin, the expected value, a sample, or
+# the median bin of each dimension
+READOUTS = ("mode", "mean", "sample", "median")
 
 
 class Actor:
@@ -168,7 +170,7 @@ class Actor:
         if self.readout == "mean":  # the expected value per dimension (the dynamics bins it when it reads it)
             a = pi.mean_action()
         else:
-            idx = pi.mode() if self.readout == "mode" else _sample(pi, self.gen)
+            idx = {"mode": pi.mode, "median": pi.median}.get(self.readout, lambda: _sample(pi, self.gen))()
             a = bins_to_action(idx.float(), self.dyn.act_bins)  # (B, A)
         self.prev = a
         out = a.cpu().numpy().astype(np.float32)

@@ -199,12 +199,12 @@ def train_loop(cfg: RunConfig, progress: bool = True) -> dict:
     a = cfg.agent
 
     n_agents = getattr(env, "num_agents", 0)  # multi-agent envs: one shared policy drives every agent
-    # the loop scores the trained policies in one readout (agent.eval_readout) and, at the end, RL in the
-    # other two (imagine.READOUTS)
+    # the loop scores the trained policies in one readout (agent.eval_readout) and, at the end, RL in two
+    # others of imagine.READOUTS (mode, mean, sample; each costs an evaluation)
     mode = eval_readout(cfg.env.id, a.eval_readout)
     if mode not in READOUTS:
         raise ValueError(f"agent.eval_readout must be one of {READOUTS}, not {mode!r}")
-    others = [r for r in READOUTS if r != mode]
+    others = [r for r in ("mode", "mean", "sample") if r != mode][:2]
 
     def bar(label: str) -> str | None:  # a progress bar's label, or None for no bar
         return label if progress else None
