@@ -5,6 +5,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 ARTEFACTS = [
     "config.json",
     "metrics.jsonl",
@@ -89,3 +91,17 @@ def test_iteration_rows_pair_rl_with_its_clone_by_episode():
     assert iteration_rows(loop) == ["| 1 | 1.50 +- 0.50 | 2.00 +- 1.00 | +0.50 (RL better in 1 of 2) |"]
     loop["clones"] = []  # a run from before agent.eval_clone
     assert iteration_rows(loop) == ["| 1 | not scored | 2.00 +- 1.00 |  |"]
+
+
+def test_other_readouts_and_a_bad_count_fails_before_any_work(tmp_path):
+    from minidreamer4.config import preset
+    from minidreamer4.pipeline import other_readouts, train_loop
+
+    assert other_readouts("mean", 2) == ["mode", "sample"] and other_readouts("mode", 1) == ["mean"]
+    assert other_readouts("mean", 0) == []
+    assert preset("cpu").agent.eval_other_readouts == 0 and preset("tiny").agent.eval_other_readouts == 2
+    cfg = preset("tiny")
+    cfg.runs_dir, cfg.agent.eval_other_readouts = str(tmp_path), 3
+    with pytest.raises(ValueError, match="eval_other_readouts"):
+        train_loop(cfg, progress=False)
+    assert not any(tmp_path.iterdir())  # nothing collected, no run folder

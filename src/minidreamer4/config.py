@@ -176,6 +176,9 @@ class AgentConfig:
     # env's own (envs.EVAL_READOUT: "mean" on CarRacing-v3, where the cloned driver scored +267.60 with it
     # and -93.42 with the mode), else "mode"
     eval_readout: str = "auto"
+    # at the end, how many of the other readouts (in the order mode, mean, sample) the final RL policy is
+    # also scored with, one evaluation each: 0 to 2
+    eval_other_readouts: int = 2
     collect_episodes: int = 5  # episodes the policy adds to the store each loop iteration
     iterations: int = 2  # loop iterations: dynamics -> finetune -> RL -> eval -> collect
     # (ours) the loop also scores each iteration's clone (the finetuned policy RL starts from and is held to)
@@ -318,6 +321,12 @@ def _cpu() -> RunConfig:
     # (ours) on CarRacing one iteration's 2.5 minutes are 16-17 RL steps (64 rollouts at ~115 imagined
     # frames/s), fewer than the default 20-step value warm-up: in the first iteration the policy never moved
     c.agent.value_warmup = 5
+    # (ours) the final RL policy scored in eval_readout ("mean" on CarRacing) alone: the two other readouts'
+    # evaluations took 2.3 + 2.5 of make demo's 48.1 minutes (run s31/demo_s0, session 31). On the last
+    # four CarRacing runs (s27_s0/1/2, s31/demo_s0) the mode scored below the mean on all four (-93.42 /
+    # +2.62 / -9.00 / -93.42 against +360.30 / +254.91 / +69.46 / +285.05), sampling on three (+115.23 /
+    # +16.96 / +81.32 / +47.82). `--agent.eval_other_readouts 2` scores them again
+    c.agent.eval_other_readouts = 0
     # (ours) action guidance (DynamicsConfig.action_guidance): 3 training seeds of this preset's dynamics
     # stage on the driver's data, dreamed plainly and with w = 4: shuffle ratio h8 1.28 / 1.33 / 1.28 ->
     # 2.30 / 1.93 / 1.78, share of the env's action effect reproduced at h8 10.5% / 13.8% / 12.4% -> 44.2% /

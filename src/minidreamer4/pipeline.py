@@ -171,6 +171,13 @@ def agent_beside_dream(env, actor, tok, dyn, span: int, seed: int, context: int 
     return np.concatenate([obs_frames, dream], axis=2)
 
 
+def other_readouts(mode: str, n: int) -> list[str]:
+    """The readouts the final RL policy is scored with besides `mode` (agent.eval_other_readouts)."""
+    if not 0 <= n <= 2:
+        raise ValueError(f"agent.eval_other_readouts must be 0, 1 or 2, not {n}")
+    return [r for r in ("mode", "mean", "sample") if r != mode][:n]
+
+
 def train_loop(cfg: RunConfig, progress: bool = True) -> dict:
     import numpy as np
 
@@ -183,6 +190,12 @@ def train_loop(cfg: RunConfig, progress: bool = True) -> dict:
     from .train import train_dynamics, train_tokenizer
     from .train_agent import load_agent, train_finetune, train_imagination
 
+    # the loop scores the trained policies in one readout (agent.eval_readout) and, at the end, RL in up to
+    # two others of imagine.READOUTS (mode, mean, sample; each costs an evaluation). Checked before training
+    mode = eval_readout(cfg.env.id, cfg.agent.eval_readout)
+    if mode not in READOUTS:
+        raise ValueError(f"agent.eval_readout must be one of {READOUTS}, not {mode!r}")
+    others = other_readouts(mode, cfg.agent.eval_other_readouts)
     t0 = time.time()
     d = start(cfg)
     timer = _Timer(d / "timings.json")
@@ -199,12 +212,6 @@ def train_loop(cfg: RunConfig, progress: bool = True) -> dict:
     a = cfg.agent
 
     n_agents = getattr(env, "num_agents", 0)  # multi-agent envs: one shared policy drives every agent
-    # the loop scores the trained policies in one readout (agent.eval_readout) and, at the end, RL in two
-    # others of imagine.READOUTS (mode, mean, sample; each costs an evaluation)
-    mode = eval_readout(cfg.env.id, a.eval_readout)
-    if mode not in READOUTS:
-        raise ValueError(f"agent.eval_readout must be one of {READOUTS}, not {mode!r}")
-    others = [r for r in ("mode", "mean", "sample") if r != mode][:2]
 
     def bar(label: str) -> str | None:  # a progress bar's label, or None for no bar
         return label if progress else None
