@@ -13,7 +13,9 @@ same real states (the behaviour-cloned policy drives `start` steps from evaluati
 - `head_dream`: the same head on the DREAM of the same actions from the same context (the last
   `dynamics.context` real frames), dreamed as imagination RL dreams (agent.imagine_guidance; --set
   agent.imagine_guidance=w to try another w).
-`*_rl_minus_bc` per source; `dream_agrees_with_env`: whether the dream's difference has the env's sign.
+`*_rl_minus_bc` per source; `dream_agrees_with_env`: whether the dream's difference has the env's sign;
+`bc_*_per_step`: the BC policy's reward per step of the horizon by each source (does the dream keep paying
+what the head pays on the real frames, or does it fade as the dream drifts?).
 Needs an env whose episodes replay from a seed (PixelEnv.replay) and a run with a finetune checkpoint
 (the RL policy is the BC one when there is no imagination checkpoint).
 """
@@ -94,6 +96,7 @@ def main() -> None:
         return torch.cat([enc.step(torch.from_numpy(o)[None, None]) for o in frames], 1)  # (1, T, N_l, d_b)
 
     res = {p: {"env": [], "head_real": [], "head_dream": []} for p in agents}
+    steps = {p: {"env": [], "head_real": [], "head_dream": []} for p in agents}  # per step, full branches
     starts = [int(s) for s in a.starts.split(",")]
     for s in range(a.seeds):
         for t_start in starts:
@@ -131,12 +134,16 @@ def main() -> None:
                         break
                 z = encode(frames[-C:] + b_frames)
                 act_t = torch.from_numpy(np.stack(ctx_a + b_acts))[None]
-                res[p]["env"].append(float(sum(rew)))
-                res[p]["head_real"].append(head_on_real(dyn, heads, z, act_t, W)[C - 1 :].sum().item())
                 fut = torch.from_numpy(np.stack(b_acts))
-                res[p]["head_dream"].append(
-                    head_on_dream(dyn, heads, z[:, :C], act_t[:, :C], fut, W).sum().item()
-                )
+                per = {
+                    "env": np.array(rew, np.float64),
+                    "head_real": head_on_real(dyn, heads, z, act_t, W)[C - 1 :].numpy(),
+                    "head_dream": head_on_dream(dyn, heads, z[:, :C], act_t[:, :C], fut, W).numpy(),
+                }
+                for k, v in per.items():
+                    res[p][k].append(float(v.sum()))
+                    if len(v) == H:
+                        steps[p][k].append(v)
     env.close()
     out = {"run": a.run, **over, "states": len(res["bc"]["env"]), "horizon": H}
     for k in ("env", "head_real", "head_dream"):
@@ -146,6 +153,10 @@ def main() -> None:
     out["dream_agrees_with_env"] = bool(
         np.sign(out["head_dream_rl_minus_bc"]) == np.sign(out["env_rl_minus_bc"])
     )
+    # where along the horizon the dream gains or loses reward against the real frames: the BC policy's
+    # reward per step (mean over the branches that ran all H steps)
+    for k in ("env", "head_real", "head_dream"):
+        out[f"bc_{k}_per_step"] = np.round(np.mean(steps["bc"][k], 0), 3).tolist()
     out["imagine_guidance"] = cfg.agent.imagine_guidance
     out["seconds"] = round(time.time() - t0, 1)
     print(json.dumps(out))

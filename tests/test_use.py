@@ -219,6 +219,29 @@ def test_the_dream_env_dreams_with_the_agent_guidance_not_the_dynamics_one(tiny_
     assert torch.equal(frames[0], frames[1])
 
 
+def test_the_dream_env_samples_with_the_agent_steps_when_set(tiny_run, tmp_path):
+    """agent.imagine_steps sets the sampling steps K of the dreams agents are trained in: two runs that
+    differ only in dynamics.sample_steps dream the same with it set; unset (0), the dynamics' own K."""
+    import shutil
+
+    import minidreamer4
+    from minidreamer4.run import load_run_config
+    from minidreamer4.train_agent import dreaming_config
+
+    frames = []
+    for k in (1, 4):
+        dst = tmp_path / f"k{k}"
+        shutil.copytree(tiny_run, dst)
+        cfg = replace(load_run_config(dst), **{"dynamics.sample_steps": k, "agent.imagine_steps": 2})
+        assert dreaming_config(replace(cfg, **{"agent.imagine_steps": 0})).dynamics.sample_steps == k
+        (dst / "config.json").write_text(json.dumps(__import__("dataclasses").asdict(cfg)))
+        venv = minidreamer4.DreamVecEnv(str(dst), num_envs=2, context=3)
+        assert venv.dyn.cfg.sample_steps == 2
+        venv.reset(seed=0)
+        frames.append(venv.step(torch.ones(2, 2))[0])
+    assert torch.equal(frames[0], frames[1])
+
+
 def test_bench_dream_reward_branches_the_same_state_for_both_policies(tiny_run):
     """benchmarks/bench_dream_reward.py on the tiny DotTrack run (no imagination checkpoint: the RL policy is
     the BC one): both branches start from the replayed state with the same noise, so the env, the head on

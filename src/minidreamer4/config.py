@@ -139,6 +139,9 @@ class AgentConfig:
     # dynamics' own. Guidance scales what an action changes, and a policy trained on the scaled dreams
     # climbs the scale: see the cpu preset
     imagine_guidance: float = 1.0
+    # (ours) the sampling steps K of those dreams (0: the dynamics' own dynamics.sample_steps). Fewer steps
+    # make each imagined frame cheaper, so the same minutes buy more RL steps; see the cpu preset
+    imagine_steps: int = 0
     # imagined rollouts per RL step (ours: METHOD.md gives no number). 64 rather than 16: on 2 CPU cores an
     # imagined frame costs 1.3x less at 64 (533 vs 409 frames/s), and PMPO's sign-of-advantage updates are
     # less noisy; on DotTrack (dot_s3's agent, beta 0.1) greedy return +13.06 with 64 against +1.37 with 16
@@ -343,6 +346,15 @@ def _cpu() -> RunConfig:
     # and 10.29 vs 9.85 in a second pass). Guidance exaggerates what gas and steering do, and RL climbed
     # the exaggeration
     c.agent.imagine_guidance = 1.0
+    # (ours) and sampled in K = 2 steps, not the dynamics' 4 (agent.imagine_steps): the same 5 minutes of
+    # the loop's last RL stage buy 35 / 42 / 43 RL steps instead of 21 / 25 / 23. Retrained from the three
+    # final clones of session 31's `make demo` (runs s31/demo_sS -> s32/k2_sS), RL scored +370.05 / +242.33
+    # / +384.63 against the loop's own K = 4 RL +285.05 / +282.00 / +253.47 (BC +338.61 / +243.87 /
+    # +193.54: RL - BC +31.4 / -1.5 / +191.1 against -53.6 / +38.1 / +59.9). One policy's score moves by
+    # ~40-50 between retrainings (seed 2 retrained at K = 4: +304.14), so this is a lean, not a proof. Per
+    # dreamed step the reward the head reads fades less over the 15 steps at K = 2 on one seed of three
+    # (docs/experiments.md, session 32)
+    c.agent.imagine_steps = 2
     # (ours) with a reward head that reads the frames, not the action token (agent.reward_input "frame"):
     # that is the head of the run above. With the agent-token head (it reads the action token 8x more
     # than the dreamed frame, session 16) plain dreams did not help: imagination RL scored -81.97 +- 1.58
@@ -396,6 +408,9 @@ def _long() -> RunConfig:
     c.tok_train.minutes, c.dyn_train.minutes = 20.0, 30.0
     c.ft_train.minutes, c.rl_train.minutes = 4.0, 5.0  # per iteration; iteration i trains up to i x these
     c.agent.iterations = 3
+    # the dynamics' own K = 4 in imagination, as its seeds were measured; the cpu preset's K = 2 is not
+    # measured here
+    c.agent.imagine_steps = 0
     # the KL weight its three seeds were measured with (RL above BC on each); the cpu preset's 1.0 holds
     # RL at a clone its weaker world model cannot improve on, and is not measured here
     c.agent.beta = 0.3
@@ -429,6 +444,7 @@ def _dottrack() -> RunConfig:
     c.rl_train.lr = 3e-3
     c.agent.gamma, c.agent.lam, c.agent.beta = 0.9, 0.8, 0.1
     c.agent.reward_input = "agent"
+    c.agent.imagine_steps = 0  # its measured results dream with the dynamics' own K
     return c
 
 

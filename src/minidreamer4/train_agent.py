@@ -231,9 +231,13 @@ def load_agent(cfg: RunConfig, device: torch.device | str = "cpu", policy: str =
 
 
 def dreaming_config(cfg: RunConfig) -> RunConfig:
-    """The config of the dreams an agent is trained in: the dynamics' action guidance replaced by
-    agent.imagine_guidance (imagination RL and the dream env; AgentConfig.imagine_guidance)."""
-    return replace(cfg, **{"dynamics.action_guidance": cfg.agent.imagine_guidance})
+    """The config of the dreams an agent is trained in (imagination RL and the dream env): the dynamics'
+    action guidance replaced by agent.imagine_guidance, and its sampling steps by agent.imagine_steps when
+    that is set (AgentConfig)."""
+    over = {"dynamics.action_guidance": cfg.agent.imagine_guidance}
+    if cfg.agent.imagine_steps:
+        over["dynamics.sample_steps"] = cfg.agent.imagine_steps
+    return replace(cfg, **over)
 
 
 def _policy_value(state_dict: dict) -> dict:
