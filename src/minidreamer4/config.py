@@ -352,8 +352,9 @@ def _cpu() -> RunConfig:
     # / +384.63 against the loop's own K = 4 RL +285.05 / +282.00 / +253.47 (BC +338.61 / +243.87 /
     # +193.54: RL - BC +31.4 / -1.5 / +191.1 against -53.6 / +38.1 / +59.9). One policy's score moves by
     # ~40-50 between retrainings (seed 2 retrained at K = 4: +304.14), so this is a lean, not a proof. Per
-    # dreamed step the reward the head reads fades less over the 15 steps at K = 2 on one seed of three
-    # (docs/experiments.md, session 32)
+    # dreamed step the reward the head reads fades less over the 15 steps at K = 2 on one seed of three.
+    # A fresh `make demo` at K = 2 (seed 0, run s32/demo_s0): 41.5 min, RL +261.90 from a +191.70 clone in
+    # iteration 1, +298.98 from a +416.23 clone in iteration 2 (docs/experiments.md, session 32)
     c.agent.imagine_steps = 2
     # (ours) with a reward head that reads the frames, not the action token (agent.reward_input "frame"):
     # that is the head of the run above. With the agent-token head (it reads the action token 8x more
