@@ -193,52 +193,54 @@ def test_multi_car_racing_as_pettingzoo_and_single_car_gymnasium():
     check_env(gym.make("MultiCarRacing-single-v0", max_steps=20).unwrapped)
 
 
+def _dream_env_first_step(tiny_run, dst, over: dict):
+    """A copy of tiny_run whose saved config carries `over`; the dream env on it, reset and stepped once:
+    (the env, its first dreamed frames)."""
+    import shutil
+
+    import minidreamer4
+    from minidreamer4.run import load_run_config
+
+    shutil.copytree(tiny_run, dst)
+    cfg = replace(load_run_config(dst), **over)
+    (dst / "config.json").write_text(json.dumps(__import__("dataclasses").asdict(cfg)))
+    venv = minidreamer4.DreamVecEnv(str(dst), num_envs=2, context=3)
+    venv.reset(seed=0)
+    return venv, venv.step(torch.ones(2, 2))[0]
+
+
 def test_the_dream_env_dreams_with_the_agent_guidance_not_the_dynamics_one(tiny_run, tmp_path):
     """agent.imagine_guidance sets the action guidance of the dreams agents are trained in (the dream env and
     imagination RL), whatever dynamics.action_guidance shows people: two runs that differ only in the
     latter dream the same."""
-    import shutil
-
-    import minidreamer4
     from minidreamer4.run import load_run_config
     from minidreamer4.train_agent import dreaming_config
 
     frames = []
     for w in (1.0, 3.0):
-        dst = tmp_path / f"w{w:g}"
-        shutil.copytree(tiny_run, dst)
         over = {"dynamics.action_guidance": w, "agent.imagine_guidance": 1.0}
-        cfg = replace(load_run_config(dst), **over)
-        (dst / "config.json").write_text(json.dumps(__import__("dataclasses").asdict(cfg)))
-        assert load_run_config(dst).dynamics.action_guidance == w
-        assert dreaming_config(cfg).dynamics.action_guidance == 1.0
-        venv = minidreamer4.DreamVecEnv(str(dst), num_envs=2, context=3)
+        venv, first = _dream_env_first_step(tiny_run, tmp_path / f"w{w:g}", over)
+        assert load_run_config(tmp_path / f"w{w:g}").dynamics.action_guidance == w
+        assert dreaming_config(load_run_config(tmp_path / f"w{w:g}")).dynamics.action_guidance == 1.0
         assert venv.dyn.cfg.action_guidance == 1.0
-        venv.reset(seed=0)
-        frames.append(venv.step(torch.ones(2, 2))[0])
+        frames.append(first)
     assert torch.equal(frames[0], frames[1])
 
 
 def test_the_dream_env_samples_with_the_agent_steps_when_set(tiny_run, tmp_path):
     """agent.imagine_steps sets the sampling steps K of the dreams agents are trained in: two runs that
     differ only in dynamics.sample_steps dream the same with it set; unset (0), the dynamics' own K."""
-    import shutil
-
-    import minidreamer4
     from minidreamer4.run import load_run_config
     from minidreamer4.train_agent import dreaming_config
 
     frames = []
     for k in (1, 4):
-        dst = tmp_path / f"k{k}"
-        shutil.copytree(tiny_run, dst)
-        cfg = replace(load_run_config(dst), **{"dynamics.sample_steps": k, "agent.imagine_steps": 2})
-        assert dreaming_config(replace(cfg, **{"agent.imagine_steps": 0})).dynamics.sample_steps == k
-        (dst / "config.json").write_text(json.dumps(__import__("dataclasses").asdict(cfg)))
-        venv = minidreamer4.DreamVecEnv(str(dst), num_envs=2, context=3)
+        over = {"dynamics.sample_steps": k, "agent.imagine_steps": 2}
+        venv, first = _dream_env_first_step(tiny_run, tmp_path / f"k{k}", over)
+        cfg = replace(load_run_config(tmp_path / f"k{k}"), **{"agent.imagine_steps": 0})
+        assert dreaming_config(cfg).dynamics.sample_steps == k
         assert venv.dyn.cfg.sample_steps == 2
-        venv.reset(seed=0)
-        frames.append(venv.step(torch.ones(2, 2))[0])
+        frames.append(first)
     assert torch.equal(frames[0], frames[1])
 
 
