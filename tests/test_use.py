@@ -354,3 +354,35 @@ def test_action_effect_view_leaves_out_the_dashboard(tiny_run, monkeypatch):
     assert turn_figures(-xd, xd)["turn_right_way"] == 0.0
     small = turn_figures(0.05 * xd, xd, "_view")
     assert small["turn_right_way_view"] == 0.0 and small["turn_cosine_view"] > 0.99
+
+
+def test_frame_reward_head_fitted_in_dreams_learns_them_is_kept_and_resumes(tiny_run, tmp_path, capsys):
+    """agent.dream_reward_batches: before imagination RL the frame reward head is fitted on dreams of the
+    store's action sequences; its held-out loss on dreams falls, imagination's checkpoint keeps the fitted
+    head (load_agent 'rl' reads it, 'bc' the finetuned one), and a resumed stage does not fit again."""
+    from minidreamer4.run import load_run_config
+    from minidreamer4.train_agent import load_agent, train_finetune, train_imagination
+
+    dst = world_model_copy(tiny_run, tmp_path / "fit")
+    over = {"agent.reward_input": "frame", "ft_train.steps": 3, "rl_train.steps": 2}
+    over |= {"agent.dream_reward_batches": 3, "agent.dream_reward_steps": 60}
+    cfg = replace(load_run_config(dst), **over)
+    train_finetune(cfg, progress=False)
+    capsys.readouterr()
+    train_imagination(cfg, progress=False)
+    assert "fitted in dreams" in capsys.readouterr().out
+    fit = [json.loads(x) for x in open(dst / "metrics.jsonl") if "dream_reward_loss_after" in x]
+    assert len(fit) == 1 and fit[0]["dream_reward_loss_after"] < fit[0]["dream_reward_loss_before"]
+    rl = load_agent(cfg, "cpu", "rl")[2].frame_reward.state_dict()
+    bc = load_agent(cfg, "cpu", "bc")[2].frame_reward.state_dict()
+    assert any(not torch.equal(rl[k], bc[k]) for k in rl)
+    train_imagination(replace(cfg, **{"rl_train.steps": 3}), progress=False)  # resumes: no second fit
+    out = capsys.readouterr().out
+    assert "resuming from step 2" in out and "fitted in dreams" not in out
+    assert load_agent(cfg, "cpu", "rl")[2].frame_reward.state_dict().keys() == rl.keys()
+    assert all(torch.equal(load_agent(cfg, "cpu", "rl")[2].frame_reward.state_dict()[k], rl[k]) for k in rl)
+    from minidreamer4.agent import AgentHeads
+    from minidreamer4.train_agent import fit_reward_in_dreams
+
+    with pytest.raises(ValueError, match="reward_input frame"):  # the agent-token head: nothing to fit
+        fit_reward_in_dreams(None, AgentHeads(8, (3,), mtp=1), None, None, cfg.agent, 3, 1e-3)

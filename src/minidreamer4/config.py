@@ -159,6 +159,15 @@ class AgentConfig:
     # slowed the world model's own learning on the policy's new episodes to a tenth.
     ft_transformer_lr_scale: float = 1.0  # finetune lr of the transformer relative to the heads
     ft_agent_grad_scale: float = 0.1
+    # (ours) before imagination RL, the frame reward head (reward_input "frame") is fitted on the world
+    # model's own dreams: the dreams of dream_reward_batches x rollouts real segments of the store, from
+    # their first `context` frames under their own next `horizon` actions, each dreamed frame labelled with
+    # the reward the env paid on arriving at the real one (and the real frames kept in the loss). The head
+    # learned the reward on real latents, and the dream pays it differently by seed: it fades (0.75 per
+    # step at step 1, 0.04 at step 15 where the real frames earn 0.72), underpays or overpays
+    # (docs/experiments.md, session 32). 0: off
+    dream_reward_batches: int = 0
+    dream_reward_steps: int = 200  # head updates (a batch of 256 dreamed + 256 real frame pairs each)
     value_warmup: int = 20  # (ours) imagination steps that train the value alone before the policy moves
     value_updates: int = 32  # (ours) value-head updates per imagined rollout
     value_lr_scale: float = 10.0  # (ours) value head's lr relative to the policy's in imagination training

@@ -82,6 +82,16 @@ def from_main(x: float, device: torch.device) -> float:
     return float(t.item())
 
 
+def broadcast_params(model: nn.Module, device: torch.device) -> None:
+    """Rank 0's parameters on every rank (a module that each rank fitted apart, outside DDP)."""
+    if world_size() == 1:
+        return
+    for p in model.parameters():
+        t = p.data if dist.get_backend() == "nccl" else p.data.cpu()
+        dist.broadcast(t, 0)
+        p.data.copy_(t)
+
+
 def param_divergence(model: nn.Module, device: torch.device) -> float:
     """max |theta_rank - theta_rank0| over every parameter and rank: exactly 0 when DDP kept them in step."""
     if world_size() == 1:

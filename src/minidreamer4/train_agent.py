@@ -18,8 +18,8 @@ import torch
 from tqdm import tqdm
 
 from . import distributed as dist
-from .agent import AgentHeads, bc_reward_losses
-from .config import RunConfig, TrainConfig, replace
+from .agent import AgentHeads, bc_reward_losses, twohot_loss
+from .config import AgentConfig, RunConfig, TrainConfig, replace
 from .data import EpisodeStore, SegmentSampler
 from .dynamics import Dynamics
 from .imagine import act_to_idx, advantages, imagine, rl_losses
@@ -226,7 +226,8 @@ def load_agent(cfg: RunConfig, device: torch.device | str = "cpu", policy: str =
     pair.load_state_dict(ck["model"])
     rl = run_dir(cfg) / "checkpoints" / "imagination.pt"
     if policy == "rl" and rl.exists():
-        heads.load_state_dict(_policy_value(load_checkpoint(rl, device)["model"]), strict=False)
+        ck = load_checkpoint(rl, device)
+        heads.load_state_dict(_policy_value(ck["model"], ck.get("reward_fitted", False)), strict=False)
     return tok, dyn.eval(), heads.eval()
 
 
@@ -240,9 +241,79 @@ def dreaming_config(cfg: RunConfig) -> RunConfig:
     return replace(cfg, **over)
 
 
-def _policy_value(state_dict: dict) -> dict:
-    """Only what imagination training learns: the reward and continuation heads stay the finetuned ones."""
-    return {k: v for k, v in state_dict.items() if k.startswith(("policy.", "value."))}
+def _policy_value(state_dict: dict, reward_fitted: bool = False) -> dict:
+    """Only what imagination training learns: the policy and value heads, and the frame reward head when it
+    was fitted in dreams (AgentConfig.dream_reward_batches). The other reward heads and the continuation head
+    stay the finetuned ones."""
+    keep = ("policy.", "value.", "frame_reward.") if reward_fitted else ("policy.", "value.")
+    return {k: v for k, v in state_dict.items() if k.startswith(keep)}
+
+
+def fit_reward_in_dreams(
+    dyn: Dynamics,
+    heads: AgentHeads,
+    latents: LatentCache,
+    sampler: SegmentSampler,
+    a: AgentConfig,
+    window: int,
+    lr: float,
+) -> dict:
+    """(ours) AgentConfig.dream_reward_batches: the frame reward head learned the reward on the latents of
+    real frames, and imagination reads it on dreamed ones, which the head has never seen (the dream fades,
+    underpays or overpays, by seed). Here it is fitted on dreams of the store's own action sequences: each
+    segment of sampler (context + horizon frames) is dreamed from its first a.context frames under its own
+    next actions, and every dreamed frame pair is labelled with the reward the env paid on arriving at the
+    real frame (the finetune's two-hot loss). The same segments' real frame pairs stay in the loss, so the
+    head keeps what it read on real frames. The last batch's dreams are held out: returns their loss before
+    and after, and the mean reward the head reads on them against the env's."""
+    if heads.frame_reward is None:
+        raise ValueError("agent.dream_reward_batches needs the frame reward head: --agent.reward_input frame")
+    if a.dream_reward_batches < 2:
+        n = a.dream_reward_batches
+        raise ValueError(f"agent.dream_reward_batches must be 0 or >= 2 (one is held out), got {n}")
+    C = a.context
+    dream, real = [], []  # per batch: (z, z_prev, reward) of the frames that have an action
+    with torch.no_grad():
+        for _ in range(a.dream_reward_batches):
+            b = latents.batch(sampler, sampler.sample(index=True))
+            z, act, has, rew = b["z"], b["act"], b["has_act"], b["rew"]  # (B, C + H, ...)
+            zd = dyn.dream(z[:, :C], act[:, :C], has[:, :C], act[:, C:], window=window)  # (B, H, N_l, d_b)
+            zp = torch.cat([z[:, C - 1 : C], zd[:, :-1]], 1)  # the frame before each dreamed one
+            m = has[:, C:]
+            dream.append((zd[m], zp[m], rew[:, C:][m]))
+            m = has[:, 1:]
+            real.append((z[:, 1:][m], z[:, :-1][m], rew[:, 1:][m]))
+    held = dream.pop()
+    dz, dzp, dr = (torch.cat(x) for x in zip(*dream))
+    rz, rzp, rr = (torch.cat(x) for x in zip(*real))
+
+    def loss_on(z, zp, r):
+        return twohot_loss(heads.frame_reward_logits(z, zp), r, heads.bins).mean()
+
+    def read(z, zp):
+        return heads.step_reward(None, z, zp).mean().item()
+
+    with torch.no_grad():
+        before = {
+            "dream_reward_loss_before": loss_on(*held).item(),
+            "dream_reward_read_before": read(*held[:2]),
+        }
+    params = list(heads.frame_reward.parameters())
+    for p in params:
+        p.requires_grad_(True)
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    for _ in range(a.dream_reward_steps):
+        i = torch.randint(len(dz), (256,), device=dz.device)
+        j = torch.randint(len(rz), (256,), device=rz.device)
+        loss = loss_on(dz[i], dzp[i], dr[i]) + loss_on(rz[j], rzp[j], rr[j])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    for p in params:
+        p.requires_grad_(False)
+    with torch.no_grad():
+        after = {"dream_reward_loss_after": loss_on(*held).item(), "dream_reward_read_after": read(*held[:2])}
+    return before | after | {"dream_reward_env": held[2].mean().item(), "dream_reward_pairs": len(dz)}
 
 
 def train_imagination(cfg: RunConfig, scale: int = 1, progress: bool = True) -> AgentHeads:
@@ -270,20 +341,34 @@ def train_imagination(cfg: RunConfig, scale: int = 1, progress: bool = True) -> 
         store, a.context, a.rollouts, "train", cfg.data.holdout_every, cfg.data.memory_gb, seed=seed
     )
     path = run / "checkpoints" / "imagination.pt"
-    if a.rl_from_clone and path.exists() and dist.is_main():
-        done = load_checkpoint(path, "cpu").get("scale", 1)
-        if done < scale:  # an earlier iteration's RL: kept aside, this one starts from its own clone
-            path.replace(path.with_name(f"imagination_it{done}.pt"))
+    done = load_checkpoint(path, "cpu").get("scale", 1) if path.exists() else 0  # scale RL last trained at
+    dist.barrier()  # every rank has read it before rank 0 may move it
+    if a.rl_from_clone and done and done < scale and dist.is_main():
+        # an earlier iteration's RL: kept aside, this one starts from its own clone
+        path.replace(path.with_name(f"imagination_it{done}.pt"))
     dist.barrier()
+    fitted = bool(a.dream_reward_batches)
     state = StageState(path, cfg, {"model": heads}, opt, starts)
     if state.resume(device):
         print(f"imagination: resuming from step {state.step}", flush=True)
-        heads.load_state_dict({**bc_heads.state_dict(), **_policy_value(heads.state_dict())})
+        heads.load_state_dict({**bc_heads.state_dict(), **_policy_value(heads.state_dict(), fitted)})
     logger = Logger(run, cfg, cfg.wandb)
     window_len = cfg.dynamics.context
+    latents = LatentCache(tok, bf16, device)
+    if fitted and done < scale:  # this iteration's first start (a resumed one keeps the head it fitted)
+        t0 = time.perf_counter()
+        seg_len, d = a.context + a.horizon, cfg.data
+        segs = SegmentSampler(store, seg_len, a.rollouts, "train", d.holdout_every, d.memory_gb, seed)
+        with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
+            fit = fit_reward_in_dreams(dyn, heads, latents, segs, a, window_len, tc.lr)
+        dist.broadcast_params(heads.frame_reward, device)  # rank 0's fit on every rank
+        logger.log("imagination/dream_reward", 0, fit)
+        tqdm.write(
+            f"imagination: frame reward head fitted in dreams ({time.perf_counter() - t0:.0f} s): held-out "
+            f"{fmt_metrics(fit, list(fit))}"
+        )
 
     rl_loss = dist.wrap(_RLLoss(heads, bc_heads, a), device)
-    latents = LatentCache(tok, bf16, device)
     bar = BudgetBar("imagination", tc, progress and dist.is_main())
     window = []
     while not state.done(tc):
@@ -330,10 +415,10 @@ def train_imagination(cfg: RunConfig, scale: int = 1, progress: bool = True) -> 
             bar.update(state.step, state.elapsed, ret=f"{avg['return']:.2f}", kl=f"{avg['kl_prior']:.3f}")
             window = []
         if state.step % tc.ckpt_every == 0 or state.done(tc):
-            state.save({"scale": scale})
+            state.save({"scale": scale, "reward_fitted": fitted})
     bar.close()
     if not state.path.exists():
-        state.save({"scale": scale})
+        state.save({"scale": scale, "reward_fitted": fitted})
     finish_stage(logger, "imagination", heads, state.step, device)
     logger.close()
     return heads.eval()
