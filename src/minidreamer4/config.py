@@ -364,8 +364,10 @@ def _cpu() -> RunConfig:
     # +193.54: RL - BC +31.4 / -1.5 / +191.1 against -53.6 / +38.1 / +59.9). One policy's score moves by
     # ~40-50 between retrainings (seed 2 retrained at K = 4: +304.14), so this is a lean, not a proof. Per
     # dreamed step the reward the head reads fades less over the 15 steps at K = 2 on one seed of three.
-    # A fresh `make demo` at K = 2 (seed 0, run s32/demo_s0): 41.5 min, RL +261.90 from a +191.70 clone in
-    # iteration 1, +298.98 from a +416.23 clone in iteration 2 (docs/experiments.md, session 32)
+    # Fresh `make demo` runs at K = 2, seeds 0 / 1 / 2 (runs s32/demo_s0, s33/demo_s1, s33/demo_s2): 41.5 /
+    # 43.2 / 41.7 min, final RL +298.98 / +369.04 / +223.39 (mean +297.14; K = 4, session 31: +273.51),
+    # iteration 1's RL +261.90 / +303.81 / +363.85 (K = 4: -34.44 / -41.73 / +279.71), RL - BC paired
+    # -117.3 / +155.8 / +32.9 (docs/experiments.md, sessions 32-33)
     c.agent.imagine_steps = 2
     # (ours) with a reward head that reads the frames, not the action token (agent.reward_input "frame"):
     # that is the head of the run above. With the agent-token head (it reads the action token 8x more
