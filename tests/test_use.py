@@ -386,3 +386,24 @@ def test_frame_reward_head_fitted_in_dreams_learns_them_is_kept_and_resumes(tiny
 
     with pytest.raises(ValueError, match="reward_input frame"):  # the agent-token head: nothing to fit
         fit_reward_in_dreams(None, AgentHeads(8, (3,), mtp=1), None, None, cfg.agent, 3, 1e-3)
+
+
+def test_without_the_fit_the_frame_reward_head_is_the_latest_finetunes(tiny_run, tmp_path):
+    """agent.dream_reward_batches 0: a later iteration's RL that resumes the earlier policy (rl_from_clone
+    off) reads the reward from the new finetune's frame head, not from the one saved with that policy."""
+    from minidreamer4.run import load_run_config
+    from minidreamer4.train_agent import load_agent, train_finetune, train_imagination
+
+    dst = world_model_copy(tiny_run, tmp_path / "nofit")
+    over = {"agent.reward_input": "frame", "agent.rl_from_clone": False}
+    over |= {"ft_train.steps": 2, "rl_train.steps": 2}
+    cfg = replace(load_run_config(dst), **over)
+    train_finetune(cfg, progress=False)
+    train_imagination(cfg, scale=1, progress=False)
+    first = {k: v.clone() for k, v in load_agent(cfg, "cpu", "bc")[2].frame_reward.state_dict().items()}
+    train_finetune(cfg, scale=2, progress=False)  # the second iteration's finetune moves the frame head
+    train_imagination(cfg, scale=2, progress=False)
+    rl = load_agent(cfg, "cpu", "rl")[2].frame_reward.state_dict()
+    bc = load_agent(cfg, "cpu", "bc")[2].frame_reward.state_dict()
+    assert any(not torch.equal(first[k], bc[k]) for k in bc)
+    assert all(torch.equal(rl[k], bc[k]) for k in bc)
