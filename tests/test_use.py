@@ -379,8 +379,8 @@ def test_frame_reward_head_fitted_in_dreams_learns_them_is_kept_and_resumes(tiny
     train_imagination(replace(cfg, **{"rl_train.steps": 3}), progress=False)  # resumes: no second fit
     out = capsys.readouterr().out
     assert "resuming from step 2" in out and "fitted in dreams" not in out
-    assert load_agent(cfg, "cpu", "rl")[2].frame_reward.state_dict().keys() == rl.keys()
-    assert all(torch.equal(load_agent(cfg, "cpu", "rl")[2].frame_reward.state_dict()[k], rl[k]) for k in rl)
+    again = load_agent(cfg, "cpu", "rl")[2].frame_reward.state_dict()
+    assert again.keys() == rl.keys() and all(torch.equal(again[k], rl[k]) for k in rl)
     from minidreamer4.agent import AgentHeads
     from minidreamer4.train_agent import fit_reward_in_dreams
 
