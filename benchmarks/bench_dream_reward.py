@@ -2,6 +2,7 @@
 
     python benchmarks/bench_dream_reward.py --run runs/cpu [--seeds 6 --starts 40,150,300 --horizon 15]
     python benchmarks/bench_dream_reward.py --run runs/cpu --set agent.imagine_guidance=4
+    python benchmarks/bench_dream_reward.py --run runs/cpu --vs offset:0=0.3   # BC steering 0.3 to the right
 
 Imagination RL climbs the reward it reads off dreams of its own actions. When that reward ranks the
 policies otherwise than the env, RL moves the wrong way however well it optimises (issue 18). From the
@@ -16,6 +17,8 @@ same real states (the behaviour-cloned policy drives `start` steps from evaluati
 `*_rl_minus_bc` per source; `dream_agrees_with_env`: whether the dream's difference has the env's sign;
 `bc_*_per_step`: the BC policy's reward per step of the horizon by each source (does the dream keep paying
 what the head pays on the real frames, or does it fade as the dream drifts?).
+`--vs offset:D=X` compares BC with BC plus a constant X on action dimension D (clipped to
+[-1, 1]) instead of the RL policy: does the dream price a bias of the mean action the way the env does?
 Needs an env whose episodes replay from a seed (PixelEnv.replay) and a run with a finetune checkpoint
 (the RL policy is the BC one when there is no imagination checkpoint).
 """
@@ -66,6 +69,28 @@ def head_on_dream(dyn, heads, z, act, future, window):
     return torch.stack(out)
 
 
+class Offset:
+    """An actor whose action has a constant added on one dimension (clipped to [-1, 1]); the actor's
+    context holds the action taken, as when acting."""
+
+    def __init__(self, actor, dim: int, x: float):
+        self.actor, self.dim, self.x = actor, dim, x
+
+    def __call__(self, obs):
+        act = self.actor(obs).copy()
+        act[self.dim] = np.clip(act[self.dim] + self.x, -1.0, 1.0)  # the agent's actions live in [-1, 1]
+        self.actor.prev = torch.from_numpy(act)[None]
+        return act
+
+    @property
+    def prev(self):
+        return self.actor.prev
+
+    @prev.setter
+    def prev(self, v):
+        self.actor.prev = v
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--run", required=True)
@@ -74,6 +99,7 @@ def main() -> None:
     ap.add_argument("--horizon", type=int, default=15)
     ap.add_argument("--seed", type=int, default=10_000, help="the first evaluation seed")
     ap.add_argument("--set", nargs="*", default=[], help="config overrides, section.field=value")
+    ap.add_argument("--vs", default="rl", help="'rl', or 'offset:D=X': BC plus X on action dimension D")
     a = ap.parse_args()
     t0 = time.time()
     torch.manual_seed(0)
@@ -82,14 +108,20 @@ def main() -> None:
     cfg = replace(cfg, **over) if over else cfg
     W, H = cfg.dynamics.context, a.horizon
     env = make_env_from_config(cfg.env)
-    agents = {p: load_agent(cfg, "cpu", p) for p in ("bc", "rl")}
+    offset = None
+    if a.vs != "rl":
+        dim, x = a.vs.removeprefix("offset:").split("=")
+        offset = (int(dim), float(x))
+    agents = {"bc": load_agent(cfg, "cpu", "bc")}
+    agents["rl"] = agents["bc"] if offset else load_agent(cfg, "cpu", "rl")
     tok, dyn, heads = load_agent(dreaming_config(cfg), "cpu", "bc")  # dreams as imagination dreams them
     span = tok_span(tok)
     A = len(dyn.action_bins)
 
     def actor(p):
         t, d, h = agents[p]
-        return Actor(t, d, h, span, W, torch.device("cpu"), "mean")
+        x = Actor(t, d, h, span, W, torch.device("cpu"), "mean")
+        return Offset(x, *offset) if offset and p == "rl" else x
 
     def encode(frames):
         enc = StreamEncoder(tok, span)
@@ -145,7 +177,7 @@ def main() -> None:
                     if len(v) == H:
                         steps[p][k].append(v)
     env.close()
-    out = {"run": a.run, **over, "states": len(res["bc"]["env"]), "horizon": H}
+    out = {"run": a.run, **over, "vs": a.vs, "states": len(res["bc"]["env"]), "horizon": H}
     for k in ("env", "head_real", "head_dream"):
         for p in res:
             out[f"{p}_{k}"] = round(float(np.mean(res[p][k])), 3)

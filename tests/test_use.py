@@ -263,6 +263,23 @@ def test_bench_dream_reward_branches_the_same_state_for_both_policies(tiny_run):
     assert np.isfinite(out["bc_head_dream"]) and out["imagine_guidance"] == 1.0
 
 
+def test_bench_dream_reward_offset_acts_on_the_env_and_the_dream(tiny_run):
+    """bench_dream_reward.py --vs offset:D=X: the second branch is BC with X added to action dimension D;
+    from the same state and noise the env and the dream then see other actions (the pair differs), while
+    an offset of 0 leaves the two branches equal."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    cmd = [sys.executable, os.path.join(root, "benchmarks", "bench_dream_reward.py"), "--run", tiny_run]
+    cmd += ["--seeds", "1", "--starts", "4", "--horizon", "3"]
+    outs = {}
+    for x in ("0.0", "1.0"):
+        r = subprocess.run(cmd + ["--vs", f"offset:0={x}"], capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr[-2000:]
+        outs[x] = json.loads(r.stdout.strip().splitlines()[-1])
+        assert outs[x]["vs"] == f"offset:0={x}"
+    assert outs["0.0"]["env_rl_minus_bc"] == 0 and outs["0.0"]["head_dream_rl_minus_bc"] == 0
+    assert outs["1.0"]["env_rl_minus_bc"] != 0 and outs["1.0"]["head_dream_rl_minus_bc"] != 0
+
+
 def test_rl_from_clone_restarts_each_iteration_and_still_resumes(tiny_run, tmp_path, capsys):
     """agent.rl_from_clone: a later loop iteration's RL starts from its own clone (the earlier
     iteration's heads kept aside), while re-running the same iteration resumes it; without the flag the
