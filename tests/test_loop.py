@@ -4,8 +4,11 @@ run of the same command that resumes instead of restarting."""
 import json
 import subprocess
 import sys
+from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 ARTEFACTS = [
     "config.json",
@@ -59,7 +62,7 @@ def test_train_loop_end_to_end_and_resume(tmp_path):
     assert {"tokenizer/train", "dynamics/train", "finetune/train", "imagination/train", "loop/eval"} <= stages
     episodes = sorted(p.name for p in (run / "episodes").glob("ep-*.npz"))
     assert len(episodes) == 4 + 2 * 2  # random episodes, then 2 per loop iteration from the agent
-    metas = [json.loads(str(__import__("numpy").load(run / "episodes" / e)["meta"])) for e in episodes]
+    metas = [json.loads(str(np.load(run / "episodes" / e)["meta"])) for e in episodes]
     assert [m["policy"] for m in metas][-2:] == ["agent-2", "agent-2"]
 
     # the same command again: every stage resumes at its end, nothing is collected or retrained
@@ -78,6 +81,23 @@ def test_train_loop_end_to_end_and_resume(tmp_path):
     assert r3.returncode == 0, r3.stderr[-3000:]
     ev = json.loads(r3.stdout.strip().splitlines()[-1])
     assert len(ev["returns"]) == 2
+
+    # benchmarks/bench_rl_retrain.py: the last RL stage again from this run's world model and clone, on
+    # the store as that stage saw it (the final policy's own episodes left out), paired with its BC
+    bench = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_rl_retrain.py"
+    out = tmp_path / "retrain"
+    cmd = [sys.executable, str(bench), "--run", str(run), "--out", str(out), "--no-progress"]
+    r4 = subprocess.run(cmd + ["--set", "rl_train.steps=2"], capture_output=True, text=True, timeout=600)
+    assert r4.returncode == 0, r4.stderr[-3000:]
+    res = json.loads(r4.stdout.strip().splitlines()[-1])
+    assert res["episodes_in_store"] == 4 + 2 and len(list((out / "episodes").glob("ep-*.npz"))) == 6
+    assert res["rl_steps"] == 2 * 2 and len(res["returns"]) == cfg["agent"]["eval_episodes"]
+    bc = evals["behaviour cloning"]["returns"]
+    assert res["rl_minus_bc_mean"] == pytest.approx(np.mean(np.subtract(res["returns"], bc)), abs=0.01)
+    ck = torch.load(out / "checkpoints" / "imagination.pt", weights_only=False)
+    assert ck["scale"] == 2 and ck["step"] == 4
+    for name in ("tokenizer.pt", "dynamics.pt", "finetune.pt"):  # the source's, unchanged
+        assert (out / "checkpoints" / name).read_bytes() == (run / "checkpoints" / name).read_bytes()
 
 
 def test_iteration_rows_pair_rl_with_its_clone_by_episode():
