@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from minidreamer4.agent import (
@@ -354,3 +355,51 @@ def test_bc_mask_clones_only_the_kept_segments_and_leaves_the_reward_alone():
     loss.backward()
     assert all(p.grad is None or p.grad.abs().sum() == 0 for p in heads.policy.parameters())
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in heads.reward.parameters())
+
+
+def test_mean_action_penalty_is_the_squared_shift_and_holds_a_bias_back():
+    """imagine.rl_losses(mean_weight=w) adds w x |mean_s E_pi[a] - mean_s E_prior[a]|^2 (hand-computed
+    here), and on a reward that pays the first action dimension's value (a bias the policy can buy), the
+    penalty keeps the policy's average action nearer the prior's than PMPO and the KL alone."""
+    import copy
+
+    from minidreamer4.imagine import advantages, rl_losses
+
+    torch.manual_seed(0)
+    heads = AgentHeads(8, (5, 3), mtp=0, hidden=32)
+    prior = copy.deepcopy(heads)
+    with torch.no_grad():  # move the policy off its prior so that the shift is not zero
+        heads.policy[0][-1].bias.add_(torch.linspace(-1, 1, 8))
+    roll = {
+        "h": torch.randn(16, 4, 8),
+        "act_idx": torch.stack([torch.randint(0, 5, (16, 3)), torch.randint(0, 3, (16, 3))], -1),
+        "rew": torch.randn(16, 3),
+        "cont": torch.ones(16, 3),
+    }
+    base, m0 = rl_losses(heads, prior, roll, 0.99, 0.95, 0.5, 0.3)
+    pen, m1 = rl_losses(heads, prior, roll, 0.99, 0.95, 0.5, 0.3, mean_weight=2.0)
+    with torch.no_grad():
+        h = roll["h"][:, :3]
+        shift = heads.pi(h).mean_action().mean((0, 1)) - prior.pi(h).mean_action().mean((0, 1))
+    assert shift.abs().max() > 0.01
+    assert (pen - base).item() == pytest.approx(2.0 * float(shift.pow(2).sum()), rel=1e-4)
+    assert m0["mean_action_shift"] == pytest.approx(float(shift.abs().max()), rel=1e-4)
+
+    shifts = {}
+    for w in (0.0, 10.0):
+        torch.manual_seed(1)
+        pi_heads = copy.deepcopy(prior)
+        opt = torch.optim.AdamW([*pi_heads.policy.parameters(), *pi_heads.value.parameters()], lr=3e-3)
+        for _ in range(100):
+            h = torch.randn(64, 2, 8)
+            with torch.no_grad():
+                idx = pi_heads.pi(h[:, 0]).sample()
+            r = idx[:, 0].float() / 4  # the first dimension's bin pays: a bias, whatever the state
+            roll = {"h": h, "act_idx": idx[:, None], "rew": r[:, None], "cont": torch.zeros(64, 1)}
+            roll["adv"] = advantages(pi_heads, roll, 0.99, 0.95)
+            loss, m = rl_losses(pi_heads, prior, roll, 0.99, 0.95, 0.5, 0.3, mean_weight=w)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        shifts[w] = m["mean_action_shift"]
+    assert shifts[0.0] > 0.2 and shifts[10.0] < shifts[0.0] / 2, shifts

@@ -151,6 +151,14 @@ class AgentConfig:
     lam: float = 0.95
     alpha: float = 0.5  # PMPO weight of the positive set
     beta: float = 0.3  # PMPO weight of the KL to the prior
+    # (ours) weight of a penalty on the squared shift of the expected action averaged over a rollout's
+    # states, against the prior's (imagine.rl_losses). The KL holds each state near the clone; this holds
+    # the policy's average action, a bias the dream misprices: from the same 12 real states it paid the
+    # clone steering 0.3 to the left +3.27 more over 15 steps where the env paid 3.64 less, and RL moved
+    # the clone's mean steering in the env from +0.26 to +0.05 (docs/experiments.md, session 34). On that
+    # run's last RL stage retrained (two draws each): RL - BC -123.8 / -212.6 without, -23.7 / -144.1 at
+    # 10, -0.5 / -162.4 at 30; the fall shrinks, RL does not pass its clone. Off until measured on more seeds
+    mean_action_weight: float = 0.0
     # (ours) in finetuning the world model keeps learning from the growing store at the full rate (the
     # dynamics loss, METHOD.md 4's "repeat as data grows"), while the gradient the agent losses (BC,
     # reward, continuation) send into the transformer is scaled by ft_agent_grad_scale: at full strength

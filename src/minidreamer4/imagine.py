@@ -73,10 +73,13 @@ def rl_losses(
     alpha: float,
     beta: float,
     policy_weight: float = 1.0,
+    mean_weight: float = 0.0,
 ) -> tuple[Tensor, dict]:
     """Value regression on lambda returns and the PMPO policy loss, on a rollout from `imagine`.
     policy_weight = 0 trains the value alone (the warm-up: see AgentConfig.value_warmup). roll["adv"], when
-    present, holds advantages fixed before this rollout's updates (see AgentConfig.policy_updates)."""
+    present, holds advantages fixed before this rollout's updates (see AgentConfig.policy_updates).
+    mean_weight > 0 adds mean_weight x |mean_s E_pi[a] - mean_s E_prior[a]|^2, the squared shift of the
+    expected action averaged over the rollout's states (AgentConfig.mean_action_weight)."""
     h = roll["h"].detach()  # the transformer is frozen: h is data here
     H = roll["rew"].shape[1]
     cont = (roll["cont"] > 0.5).float()  # continuation flags: a predicted termination ends the return
@@ -92,6 +95,10 @@ def rl_losses(
         prior_pi = prior.pi(h[:, :H])
     kl = pi.kl(prior_pi)  # reverse KL[pi || prior] per state
     policy_loss = pmpo_loss(logp[alive], adv[alive], kl[alive], alpha, beta)
+    # (ours) how far RL moved the policy's average action over these states, per dimension (A,)
+    shift = pi.mean_action()[alive].mean(0) - prior_pi.mean_action()[alive].mean(0)
+    if mean_weight:
+        policy_loss = policy_loss + mean_weight * shift.pow(2).sum()
     value_loss = twohot_loss(heads.value(h[:, :H]), R, heads.bins)[alive].mean()
     metrics = {
         "policy_loss": policy_loss.item(),
@@ -102,6 +109,7 @@ def rl_losses(
         "adv_pos_frac": (adv[alive] >= 0).float().mean().item(),
         "kl_prior": kl[alive].mean().item(),
         "entropy": pi.entropy()[alive].mean().item(),
+        "mean_action_shift": shift.abs().max().item(),
     }
     if policy_weight == 0:  # leave the policy out of the graph: its grads stay None and Adam skips it
         return value_loss, metrics

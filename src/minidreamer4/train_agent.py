@@ -108,7 +108,8 @@ class _RLLoss(torch.nn.Module):
 
     def forward(self, roll: dict, policy_weight: float = 1.0) -> tuple[torch.Tensor, dict]:
         a = self.a
-        return rl_losses(self.heads, self.prior, roll, a.gamma, a.lam, a.alpha, a.beta, policy_weight)
+        w = a.mean_action_weight
+        return rl_losses(self.heads, self.prior, roll, a.gamma, a.lam, a.alpha, a.beta, policy_weight, w)
 
 
 def is_own(source: str) -> bool:
