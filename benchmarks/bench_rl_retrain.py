@@ -16,6 +16,12 @@ episodes RL won), the RL steps taken, the imagined reward at the stage's start a
 prior and the shift of the average action in the dream at the end, the mean (and mean absolute) action
 per dimension over the evaluation episodes (actions in [-1, 1]; with --also-bc the clone's too, played
 again on the same seeds), and the wall time. Needs a finished loop (`minidreamer4 train`) in --run.
+
+`--control shuffle` is the null experiment: every rollout's advantages are permuted across its states
+and steps before PMPO reads their signs, so the policy takes steps of the same size (the same share of
+positive advantages, the same KL and mean-action terms) that carry no information about which actions
+were better. What RL loses against its clone then is the cost of moving a clone at random; what it loses
+beyond that is what the dream's advantages did. (adv_sign_agree is then meaningless.)
 """
 
 import argparse
@@ -28,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from minidreamer4 import train_agent
 from minidreamer4.collect import run_episodes
 from minidreamer4.config import parse_overrides, replace
 from minidreamer4.data import EpisodeStore
@@ -36,6 +43,16 @@ from minidreamer4.imagine import actors_for
 from minidreamer4.latents import tok_span
 from minidreamer4.run import load_run_config, prepare_run_dir, run_dir
 from minidreamer4.train_agent import load_agent, train_imagination
+
+
+def shuffled(advantages, gen: torch.Generator):
+    """imagine.advantages with its output permuted over the rollout's (B, H) entries: the null control."""
+
+    def fn(*args, **kw):
+        adv = advantages(*args, **kw)
+        return adv.flatten()[torch.randperm(adv.numel(), generator=gen)].view_as(adv)
+
+    return fn
 
 
 def link_store(src: Path, dst: Path, last_policy: str) -> int:
@@ -61,6 +78,7 @@ def main() -> None:
     ap.add_argument("--set", nargs="*", default=[], help="config overrides, section.field=value")
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("--also-bc", action="store_true", help="play the clone too, for its action figures")
+    ap.add_argument("--control", choices=["none", "shuffle"], default="none", help="see the docstring")
     a = ap.parse_args()
     t0 = time.time()
     src = load_run_config(a.run)
@@ -78,6 +96,9 @@ def main() -> None:
         dst = run_dir(cfg) / "checkpoints" / name
         if not dst.exists():
             shutil.copyfile(source / "checkpoints" / name, dst)
+    if a.control == "shuffle":
+        gen = torch.Generator().manual_seed(cfg.seed)
+        train_agent.advantages = shuffled(train_agent.advantages, gen)
     train_imagination(cfg, scale=it, progress=not a.no_progress)
 
     device = torch.device("cpu")
@@ -113,6 +134,7 @@ def main() -> None:
         "run": a.run,
         "out": a.out,
         **over,
+        "control": a.control,
         "readout": mode,
         "episodes_in_store": episodes,
         "rl_return_mean": round(float(rl.mean()), 2),

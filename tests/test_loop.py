@@ -1,6 +1,7 @@
 """The whole Dreamer 4 loop on the tiny preset, as a user runs it: one command, every artefact, and a second
 run of the same command that resumes instead of restarting."""
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -98,6 +99,15 @@ def test_train_loop_end_to_end_and_resume(tmp_path):
     assert ck["scale"] == 2 and ck["step"] == 4
     for name in ("tokenizer.pt", "dynamics.pt", "finetune.pt"):  # the source's, unchanged
         assert (out / "checkpoints" / name).read_bytes() == (run / "checkpoints" / name).read_bytes()
+
+    # --control shuffle: the same advantages, permuted over the rollout, so their signs carry no information
+    spec = importlib.util.spec_from_file_location("bench_rl_retrain", bench)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    adv = torch.arange(24.0).view(4, 6) - 10.0
+    out_adv = mod.shuffled(lambda: adv, torch.Generator().manual_seed(0))()
+    assert out_adv.shape == adv.shape and not torch.equal(out_adv, adv)
+    assert torch.equal(out_adv.flatten().sort().values, adv.flatten())
 
 
 def test_iteration_rows_pair_rl_with_its_clone_by_episode():
