@@ -16,7 +16,9 @@ same real states (the behaviour-cloned policy drives `start` steps from evaluati
   agent.imagine_guidance=w to try another w).
 `*_rl_minus_bc` per source; `dream_agrees_with_env`: whether the dream's difference has the env's sign;
 `bc_*_per_step`: the BC policy's reward per step of the horizon by each source (does the dream keep paying
-what the head pays on the real frames, or does it fade as the dream drifts?).
+what the head pays on the real frames, or does it fade as the dream drifts?); `*_rl_minus_bc_cumulative`:
+the second branch's gain over BC after 1..H steps by each source (where along the horizon the dream's
+preference comes from).
 `--vs offset:D=X` compares BC with BC plus a constant X on action dimension D (clipped to
 [-1, 1]) instead of the RL policy: does the dream price a bias of the mean action the way the env does?
 Needs an env whose episodes replay from a seed (PixelEnv.replay) and a run with a finetune checkpoint
@@ -174,8 +176,7 @@ def main() -> None:
                 }
                 for k, v in per.items():
                     res[p][k].append(float(v.sum()))
-                    if len(v) == H:
-                        steps[p][k].append(v)
+                    steps[p][k].append(v if len(v) == H else None)
     env.close()
     out = {"run": a.run, **over, "vs": a.vs, "states": len(res["bc"]["env"]), "horizon": H}
     for k in ("env", "head_real", "head_dream"):
@@ -188,7 +189,16 @@ def main() -> None:
     # where along the horizon the dream gains or loses reward against the real frames: the BC policy's
     # reward per step (mean over the branches that ran all H steps)
     for k in ("env", "head_real", "head_dream"):
-        out[f"bc_{k}_per_step"] = np.round(np.mean(steps["bc"][k], 0), 3).tolist()
+        full = [v for v in steps["bc"][k] if v is not None]
+        out[f"bc_{k}_per_step"] = np.round(np.mean(full, 0), 3).tolist()
+    # and how the second branch's gain builds up: the cumulative (second - BC) reward after 1..H steps,
+    # over the states where both branches ran all H steps (does the dream's preference come early, or
+    # only once the dream has drifted?)
+    for k in ("env", "head_real", "head_dream"):
+        pairs = [(r, b) for r, b in zip(steps["rl"][k], steps["bc"][k]) if r is not None and b is not None]
+        if pairs:
+            gain = np.cumsum(np.mean([r - b for r, b in pairs], 0))
+            out[f"{k}_rl_minus_bc_cumulative"] = np.round(gain, 3).tolist()
     out["imagine_guidance"] = cfg.agent.imagine_guidance
     out["seconds"] = round(time.time() - t0, 1)
     print(json.dumps(out))

@@ -278,6 +278,11 @@ def test_bench_dream_reward_offset_acts_on_the_env_and_the_dream(tiny_run):
         assert outs[x]["vs"] == f"offset:0={x}"
     assert outs["0.0"]["env_rl_minus_bc"] == 0 and outs["0.0"]["head_dream_rl_minus_bc"] == 0
     assert outs["1.0"]["env_rl_minus_bc"] != 0 and outs["1.0"]["head_dream_rl_minus_bc"] != 0
+    # the gain built up step by step: H entries, all 0 for the equal branches, summing to the totals' gap
+    for k in ("env", "head_real", "head_dream"):
+        assert outs["0.0"][f"{k}_rl_minus_bc_cumulative"] == [0.0, 0.0, 0.0]
+        gain = outs["1.0"][f"{k}_rl_minus_bc_cumulative"]
+        assert len(gain) == 3 and gain[-1] == pytest.approx(outs["1.0"][f"{k}_rl_minus_bc"], abs=2e-3)
 
 
 def test_rl_from_clone_restarts_each_iteration_and_still_resumes(tiny_run, tmp_path, capsys):
