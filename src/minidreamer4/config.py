@@ -157,8 +157,8 @@ class AgentConfig:
     # clone steering 0.3 to the left +3.27 more over 15 steps where the env paid 3.64 less, and RL moved
     # the clone's mean steering in the env from +0.26 to +0.05 (docs/experiments.md, session 34). On that
     # run's last RL stage retrained: RL - BC -123.8 / -212.6 / -135.0 / -144.6 without (four draws),
-    # -23.7 / -144.1 at 10, -0.5 / -162.4 / -110.6 / -21.0 at 30 (mean -73.6 against -154.0), and +0.6 /
-    # -11.9 with the advantages shuffled (session 35): the penalty halves the fall the dream's advantages
+    # -23.7 / -144.1 at 10, -0.5 / -162.4 / -110.6 / -21.0 at 30 (mean -73.6 against -154.0), and -7.5 on
+    # average with the advantages shuffled (session 35): the penalty halves the fall the dream's advantages
     # cause, RL does not pass its clone. Off: the loop's first RL iteration gained most by moving a weak
     # clone's average action (session 33: a right bias and braking taken out), which this would hold back
     mean_action_weight: float = 0.0
