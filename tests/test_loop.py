@@ -100,7 +100,11 @@ def test_train_loop_end_to_end_and_resume(tmp_path):
     for name in ("tokenizer.pt", "dynamics.pt", "finetune.pt"):  # the source's, unchanged
         assert (out / "checkpoints" / name).read_bytes() == (run / "checkpoints" / name).read_bytes()
 
-    # --control shuffle: the same advantages, permuted over the rollout, so their signs carry no information
+
+def test_bench_rl_retrain_control_shuffles_the_advantages():
+    """bench_rl_retrain.py --control shuffle: the same advantages, permuted over the rollout, so their
+    signs carry no information about the actions."""
+    bench = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_rl_retrain.py"
     spec = importlib.util.spec_from_file_location("bench_rl_retrain", bench)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
