@@ -41,12 +41,22 @@ from minidreamer4.train_agent import dreaming_config, load_agent
 
 
 @torch.no_grad()
-def head_on_real(dyn, heads, z, act, window):
+def head_on_real(dyn, heads, z, act, window, first):
     """z (1, T, N_l, d_b) real latents, act (1, T, A) the action that led to each frame (none at row 0) ->
-    the head's reward of arriving at frames 1..T-1 (T-1,)."""
+    the head's reward of arriving at frames 1..T-1 (T-1,). The first `first` frames (at most `window`) go
+    into the cache as one chunk, the rest one at a time, so that no frame's agent output sees more than the
+    sliding window, as when acting (imagine.Actor). One causal pass over all T frames would let the later
+    frames attend to up to T frames, longer than any window the heads are read with."""
     has = torch.ones(1, z.shape[1], dtype=torch.bool)
     has[:, 0] = False
-    h = dyn.add_context(z, act, has, dyn.new_cache(), window=window, return_agent=True)  # (1, T, D)
+    first = min(first, window, z.shape[1])
+    cache = dyn.new_cache()
+    c = slice(0, first)
+    hs = [dyn.add_context(z[:, c], act[:, c], has[:, c], cache, window=window, return_agent=True)]
+    for t in range(first, z.shape[1]):
+        s = slice(t, t + 1)
+        hs.append(dyn.add_context(z[:, s], act[:, s], has[:, s], cache, window=window, return_agent=True))
+    h = torch.cat(hs, 1)  # (1, T, D)
     return heads.step_reward(h[:, 1:], z[:, 1:], z[:, :-1])[0]
 
 
@@ -171,7 +181,7 @@ def main() -> None:
                 fut = torch.from_numpy(np.stack(b_acts))
                 per = {
                     "env": np.array(rew, np.float64),
-                    "head_real": head_on_real(dyn, heads, z, act_t, W)[C - 1 :].numpy(),
+                    "head_real": head_on_real(dyn, heads, z, act_t, W, C)[C - 1 :].numpy(),
                     "head_dream": head_on_dream(dyn, heads, z[:, :C], act_t[:, :C], fut, W).numpy(),
                 }
                 for k, v in per.items():

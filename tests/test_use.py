@@ -263,6 +263,39 @@ def test_bench_dream_reward_branches_the_same_state_for_both_policies(tiny_run):
     assert np.isfinite(out["bc_head_dream"]) and out["imagine_guidance"] == 1.0
 
 
+def test_bench_dream_reward_reads_the_real_frames_through_the_acting_window(tiny_run):
+    """head_on_real feeds the real frames through the sliding window as the actor does: the reward of the
+    last frame does not change when a frame older than the window changes, but does when one inside it
+    does (one causal pass over all frames would let every frame see them all)."""
+    import importlib.util
+
+    from minidreamer4.run import load_run_config
+    from minidreamer4.train_agent import load_agent
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    path = os.path.join(root, "benchmarks", "bench_dream_reward.py")
+    spec = importlib.util.spec_from_file_location("bdr", path)
+    bdr = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bdr)
+    _tok, dyn, heads = load_agent(load_run_config(tiny_run), "cpu", "bc")
+    W, T = 3, 8  # (1, T, N_l, d_b) frames, window 3
+    g = torch.Generator().manual_seed(0)
+    tc = _tok.cfg
+    z = torch.rand(1, T, tc.latents, tc.bottleneck, generator=g) * 2 - 1  # in the tanh range
+    A = len(dyn.action_bins)
+    act = torch.rand(1, T, A, generator=g) * 2 - 1
+
+    def last(zz):
+        torch.manual_seed(1)  # the same context noise in every call
+        return bdr.head_on_real(dyn, heads, zz, act, W, W)[-1].item()
+
+    old, new_in = z.clone(), z.clone()
+    old[:, 0] = -old[:, 0]  # frame 0: far outside the last frame's window
+    new_in[:, T - 2] = -new_in[:, T - 2]  # inside it
+    assert last(old) == pytest.approx(last(z), abs=1e-6)
+    assert last(new_in) != pytest.approx(last(z), abs=1e-6)
+
+
 def test_bench_dream_reward_offset_acts_on_the_env_and_the_dream(tiny_run):
     """bench_dream_reward.py --vs offset:D=X: the second branch is BC with X added to action dimension D;
     from the same state and noise the env and the dream then see other actions (the pair differs), while
@@ -343,10 +376,33 @@ def test_bench_action_effect_on_the_tiny_run(tiny_run):
     assert r.returncode == 0, r.stderr[-2000:]
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert out["horizons"] == [1, 4] and out["replay_max_abs_diff"] == 0
-    for key in ("latent_ratio", "pixel_ratio", "pixel_err_repeat_last", "env_effect", "reproduced"):
+    keys = ("latent_ratio", "pixel_ratio", "pixel_err_repeat_last", "env_effect", "reproduced", "motion_kept")
+    for key in keys:
         assert set(out[key]) == {"h1", "h4"} and all(np.isfinite(v) for v in out[key].values()), key
     assert 0.0 <= out["turn_right_way"] <= 1.0 and len(out["turn_right_way_per_step"]) == 3
     assert not any(k.endswith("_view") for k in out)  # DotTrack has no dashboard
+
+
+def test_motion_figures_tell_a_frozen_dream_from_a_moving_one():
+    """dream._motion_figures: a dream that shows the real (reconstructed) frames keeps all of their
+    step-to-step motion, one that repeats the last context frame keeps none, one that moves half as far
+    each step keeps a quarter (squared error)."""
+    from minidreamer4.dream import _motion_figures
+
+    g = torch.Generator().manual_seed(0)
+    recon = torch.rand(3, 5, 3, 8, 8, generator=g)  # (B, 1 + H, C, h, w): last context frame + 4 real
+    same = _motion_figures(recon[:, 1:], recon)
+    assert torch.allclose(same["motion_kept"], torch.ones(4))
+    assert torch.allclose(same["motion_real"], (recon[:, 1:] - recon[:, :-1]).pow(2).mean((0, 2, 3, 4)))
+    frozen = _motion_figures(recon[:, :1].expand(-1, 4, -1, -1, -1), recon)
+    assert torch.all(frozen["motion_dream"] == 0) and torch.all(frozen["motion_kept"] == 0)
+    half = recon.clone()  # each dreamed frame goes half the way from the dream's last frame to the real one
+    prev = recon[:, 0]
+    for t in range(4):
+        half[:, t + 1] = prev + 0.5 * (recon[:, t + 1] - prev)
+        prev = half[:, t + 1]
+    kept = _motion_figures(half[:, 1:], recon, "_view")["motion_kept_view"]
+    assert kept[0].item() == pytest.approx(0.25, rel=1e-5)
 
 
 def test_action_effect_view_leaves_out_the_dashboard(tiny_run, monkeypatch):

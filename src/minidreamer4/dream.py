@@ -125,6 +125,23 @@ def _mse(a: Tensor, b: Tensor) -> Tensor:
     return (a.float() - b.float()).pow(2).flatten(2).mean(-1).mean(0)
 
 
+def _motion_figures(dx: Tensor, recon: Tensor, suffix: str = "") -> dict:
+    """How much the dream moves from step to step against how much the real frames do (both through the
+    tokenizer: recon holds the reconstructed last context frame and the H real frames, (B, 1 + H, ...)).
+    Per step h: `motion_real` the pixel MSE between reconstructed real frames h and h - 1, `motion_dream`
+    the same between dreamed frames h and h - 1 (h = 1: against the reconstructed last context frame),
+    `motion_kept` their ratio. A dream that slows down or freezes (drifts toward repeating its last frame)
+    keeps less and less of the motion: its car stops collecting the track's reward while the env's does
+    not."""
+    prev = torch.cat([recon[:, :1], dx[:, :-1]], 1)
+    real, dream = _mse(recon[:, 1:], recon[:, :-1]), _mse(dx, prev)
+    return {
+        f"motion_real{suffix}": real,
+        f"motion_dream{suffix}": dream,
+        f"motion_kept{suffix}": dream / real.clamp_min(1e-12),
+    }
+
+
 def _pixel_figures(dx: Tensor, dx_o: Tensor, x_real: Tensor, last_x: Tensor, suffix: str = "") -> dict:
     """Per step: the pixel error of the dreams with the real and the other actions and of repeating the
     last context frame, their ratio, and how far the two dreams are apart (frames (B, H, C, h, w))."""
@@ -164,16 +181,21 @@ def shuffle_ratio(
     dz_o, dx_o = dream_frames(tok, dyn, batch, C, real_act[perm], span, seed=seed)
     lat, lat_o = _mse(dz, z_real), _mse(dz_o, z_real)
     last_z, last_x = batch["z"][:, C - 1 : C], batch["obs"][:, C - 1 : C].float() / 255.0
+    # the tokenizer's reconstruction of the last context frame and the real future: what a perfect dream
+    # through this tokenizer would show, the yardstick of the motion figures
+    recon = tok.decode_long(batch["z"][:, : C + H], span)[:, C - 1 :].clamp(0, 1)  # (B, 1 + H, ...)
     out = {
         "latent_err": lat,
         "latent_err_shuffled": lat_o,
         "latent_err_repeat_last": _mse(last_z.expand_as(z_real), z_real),
         "latent_ratio": lat_o / lat.clamp_min(1e-12),
         **_pixel_figures(dx, dx_o, x_real, last_x),
+        **_motion_figures(dx, recon),
     }
     if view:
-        crop = (t[..., :view, :] for t in (dx, dx_o, x_real, last_x))
-        out.update(_pixel_figures(*crop, "_view"))
+        crop = [t[..., :view, :] for t in (dx, dx_o, x_real, last_x, recon)]
+        out.update(_pixel_figures(*crop[:4], "_view"))
+        out.update(_motion_figures(crop[0], crop[4], "_view"))
     return {k: v.tolist() for k, v in out.items()}, perm, dx, dx_o
 
 

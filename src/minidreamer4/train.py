@@ -480,6 +480,8 @@ def train_dynamics(cfg: RunConfig, progress: bool = True) -> Dynamics:
         for h in hs:
             m[f"shuffle_ratio_latent_h{h}"] = sh["latent_ratio"][h - 1]
             m[f"shuffle_ratio_pixel_h{h}"] = sh["pixel_ratio"][h - 1]
+            # does the dream slow down? (dream._motion_figures)
+            m[f"motion_kept_h{h}"] = sh["motion_kept"][h - 1]
         logger.log("dynamics/eval", state.step, m | {"minutes": state.elapsed / 60})
         dream_media(run / "media", res, tag="dream_real_actions")
         hr = max(h for h in hs if h <= 8)
