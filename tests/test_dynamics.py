@@ -377,3 +377,33 @@ def test_actions_into_spatial_tokens_start_as_tokens_and_learn():
         assert "action_into" in str(e)
     else:
         raise AssertionError("an unknown action_into must raise")
+
+
+def test_self_forcing_rows_learn_from_the_dream_not_the_real_frames_it_replaces():
+    """dynamics.dream_context_frac: in a self-forcing row (T = 3: one real context frame, then the cut at
+    2) frame 1 is the model's own dream of it, so the loss does not depend on the real frame 1 and does on
+    the real frame 2 (the target); the dreamed frame carries no loss, the gradient is finite, and the
+    finetune's pass (return_agent) keeps real rows only."""
+    m = _model(dream_context_frac=1.0, single_frame_frac=0.0).train()
+    z, act, has = _inputs(B=2, T=3)
+
+    def loss(zz):
+        torch.manual_seed(5)  # the same levels, noise and dream in every call
+        return m({"z": zz, "act": act, "has_act": has})[0]
+
+    other1, other2 = z.clone(), z.clone()
+    other1[:, 1], other2[:, 2] = -z[:, 1], -z[:, 2]
+    base = loss(z)
+    assert torch.allclose(loss(other1), base)  # the real frame 1 is replaced by the dream
+    assert not torch.allclose(loss(other2), base)  # the real frame 2 is the target
+    torch.manual_seed(5)
+    zd, cut = m.dreamed_context(z, act, has)
+    assert cut == 2 and torch.equal(zd[:, 0], m.pack(z)[:, 0]) and torch.equal(zd[:, 2], m.pack(z)[:, 2])
+    assert not torch.allclose(zd[:, 1], m.pack(z)[:, 1])
+    base.backward()
+    assert all(torch.isfinite(p.grad).all() for p in m.parameters() if p.grad is not None)
+    cfg = DynamicsConfig(**{**CFG.__dict__, "dream_context_frac": 1.0, "single_frame_frac": 0.0})
+    with_agent = Dynamics(cfg, NL, DB, BINS, agent_tokens=1).train()
+    _, _, h = with_agent({"z": z, "act": act, "has_act": has}, return_agent=True)
+    assert h.shape[:2] == (2, 3)
+    assert m.cfg.action_guidance == CFG.action_guidance  # the dream's w = 1 was put back

@@ -116,6 +116,14 @@ class DynamicsConfig:
     single_frame_action: bool = True
     # (ours) rows whose frames before a random cut are fed at the dreaming context level (see dynamics.py)
     context_frac: float = 0.0
+    # (ours) self-forcing rows: in this fraction of the sequence rows the frames between the first quarter
+    # of the row and a random cut are replaced by the model's own dream of them (no gradient; from the
+    # real first quarter under the row's real actions, plain (w = 1) in dream_context_steps steps, as
+    # imagination dreams) and fed as dreaming feeds its context; only the real frames from the cut on
+    # carry the loss. The dream otherwise only ever learns to continue real pasts, and in imagination it
+    # slows down as its own frames fill the context (dream.action_effect's motion_kept, session 36)
+    dream_context_frac: float = 0.0
+    dream_context_steps: int = 2
     context: int = 16  # frames of context kept when dreaming (sliding window, KV cache)
     context_noise: float = 0.1  # context frames re-noised as (1 - noise) z + noise eps
     long_len: int = 32  # every long_every-th batch is this long (longer than the context)

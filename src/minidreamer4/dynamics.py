@@ -249,28 +249,39 @@ class Dynamics(nn.Module):
         task = batch.get("task")
         B, T = z1.shape[:2]
         n_single = self.n_single(B, T)
-        parts = []  # (z, act, has_act, task, is the sequence part)
+        parts = []  # (z, act, has_act, task, is the sequence part, context cut or None)
         if n_single:  # (n, T, ...) -> (n T, 1, ...): each frame its own sequence, no context
             single = tuple(x[:n_single].reshape(n_single * T, 1, *x.shape[2:]) for x in (z1, act, has_act))
             if not self.cfg.single_frame_action:  # (ours) no previous frame: the action is not shown
                 single = (single[0], single[1], torch.zeros_like(single[2]))
-            parts.append((*single, None if task is None else task[:n_single].repeat_interleave(T), False))
+            single_task = None if task is None else task[:n_single].repeat_interleave(T)
+            parts.append((*single, single_task, False, None))
         if n_single < B:
             rows = slice(n_single, None)
+            # (ours) self-forcing rows (DynamicsConfig.dream_context_frac): the first rows of the rest; not
+            # when the finetune reads the agent outputs of the sequence rows
+            n_dc = 0 if T < 3 or return_agent else int(round(self.cfg.dream_context_frac * (B - n_single)))
+            if n_dc:
+                dc = slice(n_single, n_single + n_dc)
+                z_dc, cut = self.dreamed_context(batch["z"][dc], act[dc], has_act[dc])
+                parts.append((z_dc, act[dc], has_act[dc], None if task is None else task[dc], False, cut))
+                rows = slice(n_single + n_dc, None)
             seq_has = has_act[rows]
             if self.cfg.action_dropout > 0 and self.training:  # (ours) see DynamicsConfig.action_guidance
                 seq_has = seq_has & (
                     torch.rand(seq_has.shape, device=seq_has.device) >= self.cfg.action_dropout
                 )
-            parts.append((z1[rows], act[rows], seq_has, None if task is None else task[rows], True))
+            if rows.start < B:
+                parts.append((z1[rows], act[rows], seq_has, None if task is None else task[rows], True, None))
         total, n_frames, flow_l, boot_l, agent_h = 0.0, 0, [], [], None
-        for z, a, h, tk, is_seq in parts:
-            loss_f, w_f, is_flow, agent = self._shortcut_loss(z, a, h, tk, return_agent and is_seq)
+        for z, a, h, tk, is_seq, cut in parts:
+            loss_f, w_f, is_flow, agent = self._shortcut_loss(z, a, h, tk, return_agent and is_seq, cut)
             agent_h = agent if is_seq else agent_h
+            live = w_f > 0  # frames that carry a loss (not the dreamed context of self-forcing rows)
             total = total + (w_f * loss_f).sum()  # ramp-weighted, averaged over all frames
-            n_frames += loss_f.numel()
-            flow_l.append(loss_f[is_flow].detach())
-            boot_l.append(loss_f[~is_flow].detach())
+            n_frames += int(live.sum())
+            flow_l.append(loss_f[is_flow & live].detach())
+            boot_l.append(loss_f[~is_flow & live].detach())
         loss = total / n_frames
         flow, boot = torch.cat(flow_l), torch.cat(boot_l)
         metrics = {
@@ -281,10 +292,17 @@ class Dynamics(nn.Module):
         return (loss, metrics, agent_h) if return_agent else (loss, metrics)
 
     def _shortcut_loss(
-        self, z1: Tensor, act: Tensor, has_act: Tensor, task: Tensor | None = None, return_agent: bool = False
+        self,
+        z1: Tensor,
+        act: Tensor,
+        has_act: Tensor,
+        task: Tensor | None = None,
+        return_agent: bool = False,
+        cut: int | None = None,
     ):
         """Per-frame losses (B, T), ramp weights (B, T), which frames use the flow loss (d == d_min), and
-        the agent outputs of the prediction pass (or None)."""
+        the agent outputs of the prediction pass (or None). cut: frames before it are fed as dreaming feeds
+        its context and carry no loss (weight 0; the self-forcing rows of dreamed_context)."""
         B, T = z1.shape[:2]
         k_max = self.cfg.k_max
         tau, d = sample_levels((B, T), k_max, z1.device, self.cfg.flow_frac)
@@ -306,6 +324,10 @@ class Dynamics(nn.Module):
             cut = torch.randint(1, T, (B, 1), device=z1.device)
             ctx = rows & (torch.arange(T, device=z1.device)[None] < cut)
             lvl, step = self.context_level()
+            tau, d = torch.where(ctx, lvl, tau), torch.where(ctx, step, d)
+        if cut is not None:
+            lvl, step = self.context_level()
+            ctx = (torch.arange(T, device=z1.device) < cut)[None].expand(B, T)
             tau, d = torch.where(ctx, lvl, tau), torch.where(ctx, step, d)
         z0 = torch.randn_like(z1)
         tb = tau[..., None, None]
@@ -341,7 +363,29 @@ class Dynamics(nn.Module):
         else:  # every frame at the finest step: no teacher passes needed
             target = z1
         per_frame = (pred.float() - target.float()).pow(2).mean(dim=(2, 3))  # (B, T)
-        return per_frame, ramp_weight(tau, self.cfg.ramp), is_flow, agent
+        weight = ramp_weight(tau, self.cfg.ramp)
+        if cut is not None:
+            weight = torch.where(ctx, torch.zeros_like(weight), weight)
+        return per_frame, weight, is_flow, agent
+
+    @torch.no_grad()
+    def dreamed_context(self, z: Tensor, act: Tensor, has_act: Tensor) -> tuple[Tensor, int]:
+        """Self-forcing rows (DynamicsConfig.dream_context_frac): real latents z (B, T, N_l, d_b) -> packed
+        latents whose frames first..cut-1 are the model's own dream of them, from the real frames before
+        `first` (a quarter of the row) under the row's real actions, and the cut (one per batch, drawn in
+        first + 1 .. T - 1; the frames from it on stay real and carry the loss). Dreamed as imagination
+        dreams: plain (w = 1), in dream_context_steps steps."""
+        T = z.shape[1]
+        first = max(1, T // 4)
+        cut = int(torch.randint(first + 1, T, ()).item())
+        w, self.cfg.action_guidance = self.cfg.action_guidance, 1.0
+        try:
+            ctx = slice(0, first)
+            K = self.cfg.dream_context_steps
+            dz = self.dream(z[:, ctx], act[:, ctx], has_act[:, ctx], act[:, first:cut], K)
+        finally:
+            self.cfg.action_guidance = w
+        return self.pack(torch.cat([z[:, :first], dz, z[:, cut:]], 1).float()), cut
 
     # -------------------------------------------------------------------------------- sampling
     def new_cache(self) -> dict:
