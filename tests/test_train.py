@@ -129,8 +129,10 @@ def test_dynamics_stage_dream_command_and_actions_matter(tiny_cfg):
     assert (dreams[0] - dreams[1]).abs().mean() > 1e-3 * dreams[0].abs().mean()
     # dreaming settings come from the config asked for, the architecture from the checkpoint
     with pytest.warns(UserWarning, match="action_dropout 0"):  # trained without hiding actions
-        g = load_dynamics(replace(cfg, **{"dynamics.action_guidance": 2.0, "dynamics.sample_steps": 2}))
+        over = {"dynamics.action_guidance": 2.0, "dynamics.sample_steps": 2, "dynamics.context": 3}
+        g = load_dynamics(replace(cfg, **over, **{"dynamics.context_noise": 0.3, "dynamics.dim": 999}))
     assert g.cfg.action_guidance == 2.0 and g.cfg.sample_steps == 2 and dyn.cfg.action_guidance == 1.0
+    assert g.cfg.context == 3 and g.cfg.context_noise == 0.3 and g.cfg.dim == dyn.cfg.dim
 
 
 def _nan_at(monkeypatch, bad_calls):

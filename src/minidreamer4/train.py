@@ -539,11 +539,14 @@ def train_dynamics(cfg: RunConfig, progress: bool = True) -> Dynamics:
 def load_dynamics(cfg: RunConfig, device: torch.device | str = "cpu") -> Dynamics:
     ck, ck_cfg = open_checkpoint(cfg, "dynamics", "train-dynamics", device)
     tok = load_tokenizer(cfg, device)
-    # the checkpoint's architecture, this config's dreaming settings (K and the action guidance)
+    # the checkpoint's architecture, this config's dreaming settings (K, the action guidance, the window
+    # and the context noise: none of them changes a weight, and a benchmark's --set must reach them)
     dc = dataclasses.replace(
         ck_cfg.dynamics,
         sample_steps=cfg.dynamics.sample_steps,
         action_guidance=cfg.dynamics.action_guidance,
+        context=cfg.dynamics.context,
+        context_noise=cfg.dynamics.context_noise,
     )
     model = Dynamics(dc, tok.cfg.latents, tok.cfg.bottleneck, tuple(ck["action_bins"]))
     model.load_state_dict(ck["model"])
