@@ -376,7 +376,15 @@ def test_bench_action_effect_on_the_tiny_run(tiny_run):
     assert r.returncode == 0, r.stderr[-2000:]
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert out["horizons"] == [1, 4] and out["replay_max_abs_diff"] == 0
-    keys = ("latent_ratio", "pixel_ratio", "pixel_err_repeat_last", "env_effect", "reproduced", "motion_kept")
+    keys = (
+        "latent_ratio",
+        "pixel_ratio",
+        "pixel_err_repeat_last",
+        "env_effect",
+        "reproduced",
+        "motion_kept",
+        "motion_agree",
+    )
     for key in keys:
         assert set(out[key]) == {"h1", "h4"} and all(np.isfinite(v) for v in out[key].values()), key
     assert 0.0 <= out["turn_right_way"] <= 1.0 and len(out["turn_right_way_per_step"]) == 3
@@ -403,6 +411,13 @@ def test_motion_figures_tell_a_frozen_dream_from_a_moving_one():
         prev = half[:, t + 1]
     kept = _motion_figures(half[:, 1:], recon, "_view")["motion_kept_view"]
     assert kept[0].item() == pytest.approx(0.25, rel=1e-5)
+    # the agreement: 1 for the real steps and for the half steps' first (same direction), 0 frozen, and
+    # noise raises the motion kept far above 1 but not the agreement
+    assert torch.allclose(same["motion_agree"], torch.ones(4), atol=1e-5)
+    assert torch.all(frozen["motion_agree"] == 0)
+    assert _motion_figures(half[:, 1:], recon)["motion_agree"][0].item() == pytest.approx(1.0, abs=1e-5)
+    noisy = _motion_figures(recon[:, 1:] + 3 * torch.randn(3, 4, 3, 8, 8, generator=g), recon)
+    assert torch.all(noisy["motion_kept"] > 5) and torch.all(noisy["motion_agree"] < 0.5)
 
 
 def test_action_effect_view_leaves_out_the_dashboard(tiny_run, monkeypatch):

@@ -121,7 +121,10 @@ class DynamicsConfig:
     # real first quarter under the row's real actions, plain (w = 1) in dream_context_steps steps, as
     # imagination dreams) and fed as dreaming feeds its context; only the real frames from the cut on
     # carry the loss. The dream otherwise only ever learns to continue real pasts, and in imagination it
-    # slows down as its own frames fill the context (dream.action_effect's motion_kept, session 36)
+    # slows down as its own frames fill the context (dream.action_effect's motion_kept, session 36).
+    # Off: measured at 0.1 and 0.25 on runs/s37 (2 seeds each, docs/experiments.md session 37), 0.25
+    # raises the dream's motion at h8 (0.96-1.43 vs 0.53-0.69 kept) but it points nowhere (motion_agree
+    # h1 ~0.04 vs ~0.31), the pixel error rises at every horizon and the turn check falls to 75-78%
     dream_context_frac: float = 0.0
     dream_context_steps: int = 2
     context: int = 16  # frames of context kept when dreaming (sliding window, KV cache)

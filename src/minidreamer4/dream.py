@@ -132,13 +132,19 @@ def _motion_figures(dx: Tensor, recon: Tensor, suffix: str = "") -> dict:
     the same between dreamed frames h and h - 1 (h = 1: against the reconstructed last context frame),
     `motion_kept` their ratio. A dream that slows down or freezes (drifts toward repeating its last frame)
     keeps less and less of the motion: its car stops collecting the track's reward while the env's does
-    not."""
+    not. `motion_agree` is the cosine between the dream's step and the real step (per sample, averaged):
+    1 when the dream moves the way the env moves, ~0 for a frozen dream or for change that is noise. A
+    dream can raise `motion_kept` by adding noise (session 37's self-forcing rows); it cannot raise this."""
     prev = torch.cat([recon[:, :1], dx[:, :-1]], 1)
     real, dream = _mse(recon[:, 1:], recon[:, :-1]), _mse(dx, prev)
+    step_real = (recon[:, 1:] - recon[:, :-1]).float().flatten(2)  # (B, H, C h w)
+    step_dream = (dx - prev).float().flatten(2)
+    agree = torch.nn.functional.cosine_similarity(step_dream, step_real, dim=-1, eps=1e-12).mean(0)  # (H,)
     return {
         f"motion_real{suffix}": real,
         f"motion_dream{suffix}": dream,
         f"motion_kept{suffix}": dream / real.clamp_min(1e-12),
+        f"motion_agree{suffix}": agree,
     }
 
 

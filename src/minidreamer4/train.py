@@ -482,6 +482,7 @@ def train_dynamics(cfg: RunConfig, progress: bool = True) -> Dynamics:
             m[f"shuffle_ratio_pixel_h{h}"] = sh["pixel_ratio"][h - 1]
             # does the dream slow down? (dream._motion_figures)
             m[f"motion_kept_h{h}"] = sh["motion_kept"][h - 1]
+            m[f"motion_agree_h{h}"] = sh["motion_agree"][h - 1]
         logger.log("dynamics/eval", state.step, m | {"minutes": state.elapsed / 60})
         dream_media(run / "media", res, tag="dream_real_actions")
         hr = max(h for h in hs if h <= 8)
