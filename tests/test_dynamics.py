@@ -407,3 +407,55 @@ def test_self_forcing_rows_learn_from_the_dream_not_the_real_frames_it_replaces(
     _, _, h = with_agent({"z": z, "act": act, "has_act": has}, return_agent=True)
     assert h.shape[:2] == (2, 3)
     assert m.cfg.action_guidance == CFG.action_guidance  # the dream's w = 1 was put back
+
+
+def test_predict_delta_starts_as_repeat_last_and_both_dream_paths_agree():
+    """dynamics.predict_delta: z1_hat = f(...) + the previous clean frame. A new model (zero-initialised head)
+    dreams the last context frame again at every step, along the cached and the recomputed path and under
+    guidance; once the head is not zero the two paths still agree, and the dream differs from the model
+    without the flag by exactly its base on the first step (K = 1: the base is the last context frame)."""
+    z, act, has = _inputs(T=6)
+    fut = torch.rand(2, 4, 2) * 2 - 1
+    torch.manual_seed(0)
+    fresh = Dynamics(DynamicsConfig(**{**CFG.__dict__, "predict_delta": True}), NL, DB, BINS).eval()
+    for w, cache in ((1.0, True), (1.0, False), (4.0, True)):
+        fresh.cfg.action_guidance = w
+        out = fresh.dream(z, act, has, fut, use_cache=cache)
+        assert torch.allclose(out, z[:, -1:].expand_as(out)), (w, cache)
+    m, plain = _model(predict_delta=True), _model()
+    for window in (4, 16):
+        torch.manual_seed(3)
+        a = m.dream(z, act, has, fut, window=window, use_cache=True)
+        torch.manual_seed(3)
+        b = m.dream(z, act, has, fut, window=window, use_cache=False)
+        assert torch.allclose(a, b, atol=1e-4), (a - b).abs().max()
+    torch.manual_seed(5)
+    a = m.dream(z, act, has, fut[:, :1], steps=1)
+    torch.manual_seed(5)
+    b = plain.dream(z, act, has, fut[:, :1], steps=1)
+    assert torch.allclose(a - b, z[:, -1:], atol=1e-5)
+
+
+def test_predict_delta_trains_on_the_change_from_the_previous_frame():
+    """At the finest step every target is the clean frame, so a new model's loss (head at zero: it predicts
+    its base) is the error of the previous clean frame against each frame, and of zeros for the first one;
+    the model then learns one batch as the plain one does."""
+    z, act, has = _inputs(B=4, T=4)
+    batch = {"z": z, "act": act, "has_act": has}
+    torch.manual_seed(0)
+    kw = {**CFG.__dict__, "predict_delta": True, "flow_frac": 1.0, "single_frame_frac": 0.0}
+    m = Dynamics(DynamicsConfig(**kw), NL, DB, BINS).train()
+    _, met = m(batch)
+    prev = torch.cat([torch.zeros_like(z[:, :1]), z[:, :-1]], 1)
+    assert abs(met["flow_mse"] - (prev - z).pow(2).mean().item()) < 1e-6
+    assert met["boot_mse"] == 0.0
+    m.cfg.flow_frac = 0.75  # with bootstrap frames (the teacher adds the base too)
+    opt = torch.optim.AdamW(m.parameters(), lr=3e-3)
+    first = None
+    for _ in range(300):
+        loss, _ = m(batch)
+        first = loss.item() if first is None else first
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.5 * first

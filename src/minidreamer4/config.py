@@ -127,6 +127,13 @@ class DynamicsConfig:
     # h1 ~0.04 vs ~0.31), the pixel error rises at every horizon and the turn check falls to 75-78%
     dream_context_frac: float = 0.0
     dream_context_steps: int = 2
+    # (ours) the network predicts a frame's change from the frame before it: x-prediction z1_hat =
+    # f(...) + z_{t-1} (the previous frame's clean latent; 0 for a first frame), in training, in the
+    # bootstrap teacher and in every dream. With the zero-initialised head a new model dreams "repeat the
+    # last frame". Why: the cpu preset's 9-minute stage ended with a one-step dream (K = 1, its own
+    # estimate of the mean) 1.8x as far from the real next latent as copying the last one (runs/s37,
+    # session 38), and its steps agree with the env's by a cosine of ~0.3
+    predict_delta: bool = False
     context: int = 16  # frames of context kept when dreaming (sliding window, KV cache)
     context_noise: float = 0.1  # context frames re-noised as (1 - noise) z + noise eps
     long_len: int = 32  # every long_every-th batch is this long (longer than the context)

@@ -329,6 +329,7 @@ class Dynamics(nn.Module):
             lvl, step = self.context_level()
             ctx = (torch.arange(T, device=z1.device) < cut)[None].expand(B, T)
             tau, d = torch.where(ctx, lvl, tau), torch.where(ctx, step, d)
+        base = self.delta_base(z1)  # (B, T, N_z, group) or 0: DynamicsConfig.predict_delta
         z0 = torch.randn_like(z1)
         tb = tau[..., None, None]
         z_tau = (1 - tb) * z0 + tb * z1
@@ -336,7 +337,8 @@ class Dynamics(nn.Module):
         if return_agent:
             pred, agent = self.forward_tokens(z_tau, tau, d, act, has_act, task=task, return_agent=True)
         else:
-            pred = self.forward_tokens(z_tau, tau, d, act, has_act)  # x-prediction: z1_hat
+            pred = self.forward_tokens(z_tau, tau, d, act, has_act)
+        pred = pred + base  # x-prediction: z1_hat
         is_flow = d <= 1.0 / k_max
         boot = ~is_flow
         if boot.any():
@@ -349,13 +351,14 @@ class Dynamics(nn.Module):
                 # exact teachers would need a pass per frame.
                 r = boot.any(1)  # only rows with a bootstrap frame need the teacher
                 bt, zt, ta, dt, at, ht = boot[r], z_tau[r], tau[r], d[r], act[r], has_act[r]
+                br = base[r] if torch.is_tensor(base) else base
                 half = torch.where(bt, dt / 2, dt)
                 bb = bt[..., None, None]
-                f1 = self.forward_tokens(zt, ta, half, at, ht)
+                f1 = self.forward_tokens(zt, ta, half, at, ht) + br
 
                 def second_half(z_mid: Tensor) -> Tensor:
                     z_in = torch.where(bb, z_mid, zt)
-                    return self.forward_tokens(z_in, torch.where(bt, ta + half, ta), half, at, ht)
+                    return self.forward_tokens(z_in, torch.where(bt, ta + half, ta), half, at, ht) + br
 
                 t_rows = shortcut_target(zt, ta[..., None, None], dt[..., None, None], f1, second_half)
                 target = z1.clone()  # d = d_min: plain x-loss on z1
@@ -367,6 +370,13 @@ class Dynamics(nn.Module):
         if cut is not None:
             weight = torch.where(ctx, torch.zeros_like(weight), weight)
         return per_frame, weight, is_flow, agent
+
+    def delta_base(self, z1: Tensor) -> Tensor | float:
+        """What the network's output is added to (DynamicsConfig.predict_delta): each frame's previous clean
+        latent, zeros for a row's first frame (packed (B, T, N_z, group)); the float 0 when off."""
+        if not self.cfg.predict_delta:
+            return 0.0
+        return torch.cat([torch.zeros_like(z1[:, :1]), z1[:, :-1]], 1)
 
     @torch.no_grad()
     def dreamed_context(self, z: Tensor, act: Tensor, has_act: Tensor) -> tuple[Tensor, int]:
@@ -415,6 +425,8 @@ class Dynamics(nn.Module):
         cache=None: one causal pass over the frames, nothing kept (finetuning the heads, with gradients)."""
         noise = self.cfg.context_noise if noise is None else noise
         zp = self.pack(z.float())
+        if cache is not None and self.cfg.predict_delta:
+            cache["last"] = zp[:, -1:]  # the clean frame the next one is predicted from (predict_delta)
         zp = (1 - noise) * zp + noise * torch.randn_like(zp)
         lvl, step = self.context_level()
         B, T = zp.shape[:2]
@@ -433,17 +445,26 @@ class Dynamics(nn.Module):
         return out[1] if return_agent else None
 
     def guided(
-        self, z: Tensor, tau: Tensor, d: Tensor, act: Tensor, has_act: Tensor, has_uncond: Tensor, **kw
+        self,
+        z: Tensor,
+        tau: Tensor,
+        d: Tensor,
+        act: Tensor,
+        has_act: Tensor,
+        has_uncond: Tensor,
+        base: Tensor | float = 0.0,
+        **kw,
     ):
         """x-prediction when dreaming, with action guidance (DynamicsConfig.action_guidance): with w = 1 the
         plain prediction; else u + w (c - u), c with the actions has_act shows, u with has_uncond (the new
-        frame's action hidden, the context's kept)."""
+        frame's action hidden, the context's kept). base: the previous clean frame under predict_delta (the
+        same in c and u, so guidance scales only what the action changes)."""
         c = self.forward_tokens(z, tau, d, act, has_act, **kw).float()
         w = self.cfg.action_guidance
         if w == 1.0:
-            return c
+            return c + base
         u = self.forward_tokens(z, tau, d, act, has_uncond, **kw).float()
-        return u + w * (c - u)
+        return u + w * (c - u) + base
 
     @torch.no_grad()
     def sample_frame(
@@ -458,10 +479,11 @@ class Dynamics(nn.Module):
         z = torch.randn(B, 1, self.cfg.spatial_tokens, self.group, device=dev)
         d = torch.full((B, 1), 1.0 / K, device=dev)
         a, h = act[:, None], has_act[:, None]
+        base = cache.get("last", 0.0) if self.cfg.predict_delta else 0.0  # (B, 1, N_z, group)
         for i in range(K):
             tau = torch.full((B, 1), i / K, device=dev)
             z1_hat = self.guided(
-                z, tau, d, a, h, torch.zeros_like(h), cache=cache, window=window, commit=False
+                z, tau, d, a, h, torch.zeros_like(h), base, cache=cache, window=window, commit=False
             )
             if i == K - 1:
                 z = z1_hat
@@ -514,6 +536,7 @@ class Dynamics(nn.Module):
         # context frames are re-noised once, when they enter (as add_context does, on the same window)
         cz, ca, ch = cz[:, -window:], ca[:, -window:], ch[:, -window:]
         ctx = self.pack(cz.float())
+        last = ctx[:, -1:] if self.cfg.predict_delta else 0.0  # clean, as add_context keeps it
         ctx = (1 - noise) * ctx + noise * torch.randn_like(ctx)
         acts, has = ca, ch
         out = []
@@ -532,9 +555,10 @@ class Dynamics(nn.Module):
                 a = torch.cat([acts, fa[:, t : t + 1]], 1)
                 h = torch.cat([has, torch.ones(B, 1, dtype=torch.bool, device=dev)], 1)
                 h_u = torch.cat([has, torch.zeros(B, 1, dtype=torch.bool, device=dev)], 1)
-                z1_hat = self.guided(zs, tau, d, a, h, h_u)[:, -1:]
+                z1_hat = self.guided(zs, tau, d, a, h, h_u)[:, -1:] + last
                 z = z1_hat if i == K - 1 else z + (1.0 / K) * (z1_hat - z) / (1 - i / K)
             out.append(self.unpack(z)[:, 0])
+            last = z if self.cfg.predict_delta else 0.0
             ctx = torch.cat([ctx, (1 - noise) * z + noise * torch.randn_like(z)], 1)
             acts = torch.cat([acts, fa[:, t : t + 1]], 1)
             has = torch.cat([has, torch.ones(B, 1, dtype=torch.bool, device=dev)], 1)
