@@ -459,3 +459,29 @@ def test_predict_delta_trains_on_the_change_from_the_previous_frame():
         loss.backward()
         opt.step()
     assert loss.item() < 0.5 * first
+
+
+def test_context_rows_feed_a_clear_past_before_a_cut_and_train():
+    """dynamics.context_frac: in such a row the frames before a random cut (at least the first, never the
+    last) are fed at the dreaming context level with the finest step and every frame keeps its loss weight;
+    the loss runs forward and backward (a name clash with self-forcing's cut once broke this)."""
+    m = _model(context_frac=1.0, single_frame_frac=0.0).train()
+    z, act, has = _inputs(B=8, T=5)
+    seen = []
+    real = m.forward_tokens
+
+    def spy(z_tau, tau, d, *a, **kw):
+        seen.append((tau.clone(), d.clone()))
+        return real(z_tau, tau, d, *a, **kw)
+
+    m.forward_tokens = spy
+    per_frame, w, _, _ = m._shortcut_loss(m.pack(z), act, has)
+    tau, d = seen[0]  # the student's pass
+    lvl, step = m.context_level()
+    ctx = (tau == lvl) & (d == step)
+    assert ctx[:, 0].all() and not ctx[:, -1].all()
+    assert (w > 0).all() and per_frame.shape == (8, 5)
+    del m.forward_tokens
+    loss, _ = m({"z": z, "act": act, "has_act": has})
+    loss.backward()
+    assert m.z_out.weight.grad.abs().sum() > 0

@@ -132,7 +132,10 @@ class DynamicsConfig:
     # bootstrap teacher and in every dream. With the zero-initialised head a new model dreams "repeat the
     # last frame". Why: the cpu preset's 9-minute stage ended with a one-step dream (K = 1, its own
     # estimate of the mean) 1.8x as far from the real next latent as copying the last one (runs/s37,
-    # session 38), and its steps agree with the env's by a cosine of ~0.3
+    # session 38), and its steps agree with the env's by a cosine of ~0.3. Off: with it the model learned
+    # to copy and little else (runs/s38/dyn_pd_s0: one-step error 0.0319 against copying's 0.0303, but
+    # the dream keeps 2% of the env's motion, its latents drift to 2.7x copying's error at h16, and the
+    # guided shuffle ratio h8 fell to 0.40)
     predict_delta: bool = False
     context: int = 16  # frames of context kept when dreaming (sliding window, KV cache)
     context_noise: float = 0.1  # context frames re-noised as (1 - noise) z + noise eps

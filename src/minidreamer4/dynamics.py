@@ -10,7 +10,8 @@ Tokens of one frame (B, T, N, D), N = N_z + S_a + 1 + S_r:
 - level/step: two lookups, signal level tau on the grid k / K_max and step size d = 1 / 2^j, concatenated;
 - registers: learned.
 Space layers attend within a frame; every `time_every`-th layer attends over time (block-causal, RoPE).
-Notation as in METHOD.md: tau is the SIGNAL level (0 = noise, 1 = clean), x-prediction of clean latents.
+Notation as in METHOD.md: tau is the SIGNAL level (0 = noise, 1 = clean), x-prediction of clean latents;
+with dynamics.predict_delta (ours) the network's output is added to the previous clean frame's latents.
 """
 
 from __future__ import annotations
@@ -321,8 +322,8 @@ class Dynamics(nn.Module):
             # shows. Under plain diffusion forcing the frames before a target are as noisy as it on
             # average, and its motion cannot be read from them.
             rows = torch.rand(B, 1, device=z1.device) < self.cfg.context_frac
-            cut = torch.randint(1, T, (B, 1), device=z1.device)
-            ctx = rows & (torch.arange(T, device=z1.device)[None] < cut)
+            row_cut = torch.randint(1, T, (B, 1), device=z1.device)  # not `cut`: that one is self-forcing's
+            ctx = rows & (torch.arange(T, device=z1.device)[None] < row_cut)
             lvl, step = self.context_level()
             tau, d = torch.where(ctx, lvl, tau), torch.where(ctx, step, d)
         if cut is not None:
