@@ -8,6 +8,9 @@ From held-out real contexts (latents by the one encoding rule), per horizon h in
   `*_shuffled`: the same contexts and noise dreamed with another segment's future actions;
   `latent_ratio` / `pixel_ratio`: shuffled over real (the action-shuffle ratio; 1.0 = actions ignored);
   `*_repeat_last`: repeating the last context frame.
+- `latent_err_mean_h1`: the model's own mean next frame (Dynamics.mean_next: the x-prediction at signal
+  level 0, averaged over 4 draws) against the real next latent; `latent_err_copy_h1`: copying the last
+  context frame. A model that has learned its data is no farther than copying.
 - `env_effect`: the held-out episodes replayed in the env from their stored seeds and branched at the same
   step with the other actions: pixel MSE between the two real branches; `dream_effect`: the same between
   the two dreams; `reproduced`: dream_effect / env_effect, the share of the env's action effect the dream

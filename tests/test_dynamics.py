@@ -485,3 +485,30 @@ def test_context_rows_feed_a_clear_past_before_a_cut_and_train():
     loss, _ = m({"z": z, "act": act, "has_act": has})
     loss.backward()
     assert m.z_out.weight.grad.abs().sum() > 0
+
+
+def test_mean_next_is_the_x_prediction_at_level_zero_averaged_over_draws():
+    """Dynamics.mean_next: a new predict_delta model (head at zero) estimates the last context frame; a
+    plain one with one draw equals its x-prediction at level 0 at the finest step after the same context
+    (same noise), and more draws average more of them (their spread shrinks the estimate's)."""
+    z, act, has = _inputs(T=6)
+    a = torch.rand(2, 2) * 2 - 1
+    torch.manual_seed(0)
+    fresh = Dynamics(DynamicsConfig(**{**CFG.__dict__, "predict_delta": True}), NL, DB, BINS).eval()
+    assert torch.allclose(fresh.mean_next(z, act, has, a), z[:, -1])
+    m = _model()
+    torch.manual_seed(4)
+    got = m.mean_next(z, act, has, a, draws=1)
+    torch.manual_seed(4)
+    cache = m.new_cache()
+    m.add_context(z[:, -4:], act[:, -4:], has[:, -4:], cache, window=4)
+    x = torch.randn(2, 1, m.cfg.spatial_tokens, m.group)
+    tau, d = torch.zeros(2, 1), torch.full((2, 1), 1 / m.cfg.k_max)
+    one = torch.ones(2, 1, dtype=torch.bool)
+    want = m.unpack(m.forward_tokens(x, tau, d, a[:, None], one, cache=cache, window=4, commit=False))[:, 0]
+    assert torch.allclose(got, want, atol=1e-5)
+    singles = torch.stack([m.mean_next(z, act, has, a, draws=1) for _ in range(8)])
+    assert not torch.allclose(singles[0], singles[1])  # each draw differs: there is something to average
+    many = m.mean_next(z, act, has, a, draws=8)
+    assert many.shape == (2, NL, DB)
+    assert (many - singles.mean(0)).abs().max() < (singles - singles.mean(0)).abs().max()

@@ -389,6 +389,7 @@ def test_bench_action_effect_on_the_tiny_run(tiny_run):
         assert set(out[key]) == {"h1", "h4"} and all(np.isfinite(v) for v in out[key].values()), key
     assert 0.0 <= out["turn_right_way"] <= 1.0 and len(out["turn_right_way_per_step"]) == 3
     assert not any(k.endswith("_view") for k in out)  # DotTrack has no dashboard
+    assert out["latent_err_mean_h1"] > 0 and out["latent_err_copy_h1"] > 0
 
 
 def test_motion_figures_tell_a_frozen_dream_from_a_moving_one():

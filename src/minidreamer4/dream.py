@@ -235,6 +235,8 @@ def action_effect(
       mean cosine between the two differences.
     - view: on frames with a dashboard (envs.view_rows: CarRacing's bottom bars draw the action taken),
       the pixel figures again on the rows above it alone, suffixed `_view`: what the view does.
+    - mean: the model's own mean next frame (Dynamics.mean_next) and copying the last context frame,
+      latent error against the real next frame (`latent_err_mean_h1`, `latent_err_copy_h1`).
     use_env=False (or an env that cannot replay, or episodes without seeds) leaves out env and turn."""
     from .envs import MULTI_AGENT, make_env_from_config, turn_actions, view_rows
     from .latents import tok_span
@@ -250,6 +252,16 @@ def action_effect(
     out: dict = {"contexts": contexts, "context": context, "horizons": hs}
     for k, v in m.items():
         out[k] = {f"h{h}": round(v[h - 1], 6) for h in hs}
+    # the model's own mean next frame against copying the last one (Dynamics.mean_next): the cpu preset's
+    # 9-minute stage ended 1.55x as far as copying, 30 minutes passed it (docs/experiments.md, session 38)
+    torch.manual_seed(seed)
+    z_ctx = batch["z"][:, :context]
+    mean = dyn.mean_next(
+        z_ctx, batch["act"][:, :context], batch["has_act"][:, :context], batch["act"][:, context]
+    )
+    z_next = batch["z"][:, context].float()
+    out["latent_err_mean_h1"] = round((mean - z_next).pow(2).mean().item(), 6)
+    out["latent_err_copy_h1"] = round((z_ctx[:, -1].float() - z_next).pow(2).mean().item(), 6)
     metas = [held.store.load(int(k))[1] for k in raw["ep"]]
     if not use_env or cfg.env.id in MULTI_AGENT or not all("seed" in mt for mt in metas):
         return out  # a multi-agent episode cannot be replayed from one agent's actions

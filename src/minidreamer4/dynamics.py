@@ -493,6 +493,37 @@ class Dynamics(nn.Module):
         return self.unpack(z)[:, 0]
 
     @torch.no_grad()
+    def mean_next(
+        self,
+        context_z: Tensor,
+        context_act: Tensor,
+        context_has_act: Tensor,
+        act: Tensor,
+        draws: int = 4,
+        window: int | None = None,
+    ) -> Tensor:
+        """The model's own estimate of the mean next frame E[z_t | context, action] (B, N_l, d_b): its
+        x-prediction at signal level 0 (the input is pure noise and says nothing) at the finest step, with
+        the action act (B, A) shown and no guidance, averaged over `draws` draws of that noise and of the
+        context's re-noising. Copying the last frame is one function of the context, so a model that has
+        learned its data predicts the next frame no worse than that (dream.action_effect's
+        latent_err_mean_h1 against latent_err_copy_h1)."""
+        window = window or self.cfg.context
+        B, dev = act.shape[0], act.device
+        tau = torch.zeros(B, 1, device=dev)
+        d = torch.full_like(tau, 1.0 / self.cfg.k_max)
+        has = torch.ones(B, 1, dtype=torch.bool, device=dev)
+        total = 0.0
+        for _ in range(draws):
+            cache = self.new_cache()
+            ctx = (context_z[:, -window:], context_act[:, -window:], context_has_act[:, -window:])
+            self.add_context(*ctx, cache, window=window)
+            z = torch.randn(B, 1, self.cfg.spatial_tokens, self.group, device=dev)
+            pred = self.forward_tokens(z, tau, d, act[:, None], has, cache=cache, window=window, commit=False)
+            total = total + pred.float() + (cache.get("last", 0.0) if self.cfg.predict_delta else 0.0)
+        return self.unpack(total / draws)[:, 0]
+
+    @torch.no_grad()
     def dream(
         self,
         context_z: Tensor,
