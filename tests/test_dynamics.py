@@ -27,6 +27,18 @@ def _inputs(B=2, T=5, seed=1):
     return z, act, has
 
 
+def _cached_equals_recompute(m, z, act, has, fut):
+    """The KV-cache dream equals the one that recomputes the whole context, with and without the window
+    sliding (the same noise)."""
+    for window in (4, 16):
+        torch.manual_seed(3)
+        a = m.dream(z, act, has, fut, window=window, use_cache=True)
+        torch.manual_seed(3)
+        b = m.dream(z, act, has, fut, window=window, use_cache=False)
+        assert a.shape == (z.shape[0], fut.shape[1], NL, DB)
+        assert torch.allclose(a, b, atol=1e-4), (a - b).abs().max()
+
+
 def test_levels_and_ramp():
     tau, d = sample_levels((20000,), 64)
     k = (1 / d).round()
@@ -159,16 +171,8 @@ def test_bootstrap_rows_pay_for_the_teacher_alone(monkeypatch):
 
 
 def test_kv_cache_sampling_equals_recompute():
-    m = _model()
     z, act, has = _inputs(T=6)
-    fut = torch.rand(2, 5, 2) * 2 - 1
-    for window in (4, 16):  # with and without the window sliding
-        torch.manual_seed(3)
-        a = m.dream(z, act, has, fut, window=window, use_cache=True)
-        torch.manual_seed(3)
-        b = m.dream(z, act, has, fut, window=window, use_cache=False)
-        assert a.shape == (2, 5, NL, DB)
-        assert torch.allclose(a, b, atol=1e-4), (a - b).abs().max()
+    _cached_equals_recompute(_model(), z, act, has, torch.rand(2, 5, 2) * 2 - 1)
 
 
 def test_action_guidance_cached_equals_recompute_and_w0_is_the_actionless_dream():
@@ -177,13 +181,7 @@ def test_action_guidance_cached_equals_recompute_and_w0_is_the_actionless_dream(
     action changes (w = 2 moves the frame away from the actionless one twice as far at the first step)."""
     z, act, has = _inputs(T=6)
     fut = torch.rand(2, 3, 2) * 2 - 1
-    m2 = _model(action_guidance=2.0, action_dropout=0.1)
-    for window in (4, 16):
-        torch.manual_seed(3)
-        a = m2.dream(z, act, has, fut, window=window, use_cache=True)
-        torch.manual_seed(3)
-        b = m2.dream(z, act, has, fut, window=window, use_cache=False)
-        assert torch.allclose(a, b, atol=1e-4), (a - b).abs().max()
+    _cached_equals_recompute(_model(action_guidance=2.0, action_dropout=0.1), z, act, has, fut)
     outs = {}
     for w in (0.0, 1.0, 2.0):
         m = _model(action_guidance=w, action_dropout=0.1, sample_steps=1)
@@ -423,12 +421,7 @@ def test_predict_delta_starts_as_repeat_last_and_both_dream_paths_agree():
         out = fresh.dream(z, act, has, fut, use_cache=cache)
         assert torch.allclose(out, z[:, -1:].expand_as(out)), (w, cache)
     m, plain = _model(predict_delta=True), _model()
-    for window in (4, 16):
-        torch.manual_seed(3)
-        a = m.dream(z, act, has, fut, window=window, use_cache=True)
-        torch.manual_seed(3)
-        b = m.dream(z, act, has, fut, window=window, use_cache=False)
-        assert torch.allclose(a, b, atol=1e-4), (a - b).abs().max()
+    _cached_equals_recompute(m, z, act, has, fut)
     torch.manual_seed(5)
     a = m.dream(z, act, has, fut[:, :1], steps=1)
     torch.manual_seed(5)
