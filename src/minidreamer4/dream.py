@@ -261,7 +261,7 @@ def action_effect(
     )
     z_next = batch["z"][:, context].float()
     out["latent_err_mean_h1"] = round((mean - z_next).pow(2).mean().item(), 6)
-    out["latent_err_copy_h1"] = round((z_ctx[:, -1].float() - z_next).pow(2).mean().item(), 6)
+    out["latent_err_copy_h1"] = out["latent_err_repeat_last"]["h1"]  # beside it, for reading
     metas = [held.store.load(int(k))[1] for k in raw["ep"]]
     if not use_env or cfg.env.id in MULTI_AGENT or not all("seed" in mt for mt in metas):
         return out  # a multi-agent episode cannot be replayed from one agent's actions
