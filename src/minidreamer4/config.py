@@ -377,6 +377,9 @@ def _cpu() -> RunConfig:
     # 2.37 / 2.37 against 1.88 / 1.31 / 2.00, reproduced 67 / 82 / 69% against 62 / 67 / 70%, turn check 100
     # / 94 / 100% against 97 / 97 / 91% (view alone 78 / 81 / 75% against 59 / 59 / 69%), pixel error h8
     # 0.0087 / 0.0060 / 0.0045 against 0.0091 / 0.0076 / 0.0055: issue 17's four targets on all three seeds
+    # The finetune's kept-on dynamics loss reads it too. `make demo` with it (session 40, 3 seeds): RL - BC
+    # paired +35 / -28 / +139 (old default: -117 / +156 / +33); the first iteration's clones weaker (why:
+    # not yet measured)
     c.dynamics.single_frame_frac = 0.0
     # the agent stages log every step or two: an RL step takes ~10 s here (16-17 per iteration), so the
     # default log_every 25 left their curves in report.md with 3 points (logging draws no random numbers)
