@@ -62,9 +62,10 @@ def test_train_loop_end_to_end_and_resume(tmp_path):
     stages = {json.loads(x)["stage"] for x in open(run / "metrics.jsonl")}
     assert {"tokenizer/train", "dynamics/train", "finetune/train", "imagination/train", "loop/eval"} <= stages
     episodes = sorted(p.name for p in (run / "episodes").glob("ep-*.npz"))
-    assert len(episodes) == 4 + 2 * 2  # random episodes, then 2 per loop iteration from the agent
+    # random episodes, then 2 from the first iteration's policy; the last iteration collects nothing
+    assert len(episodes) == 4 + 2
     metas = [json.loads(str(np.load(run / "episodes" / e)["meta"])) for e in episodes]
-    assert [m["policy"] for m in metas][-2:] == ["agent-2", "agent-2"]
+    assert [m["policy"] for m in metas][-3:] == ["random", "agent-1", "agent-1"]
 
     # the same command again: every stage resumes at its end, nothing is collected or retrained
     r2 = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
@@ -99,6 +100,23 @@ def test_train_loop_end_to_end_and_resume(tmp_path):
     assert ck["scale"] == 2 and ck["step"] == 4
     for name in ("tokenizer.pt", "dynamics.pt", "finetune.pt"):  # the source's, unchanged
         assert (out / "checkpoints" / name).read_bytes() == (run / "checkpoints" / name).read_bytes()
+
+    # the run resumed with two more iterations, scoring only the last (agent.eval_every_iteration false):
+    # iteration 2's policy collects first (it was the last one before), iteration 3's after its RL, and
+    # iteration 4, the last, is scored and collects nothing
+    more = ["--agent.iterations", "4", "--agent.eval_every_iteration", "false"]
+    train = [sys.executable, "-m", "minidreamer4", "train", "--preset", "tiny", "--runs_dir", str(tmp_path)]
+    r5 = subprocess.run(train + more, capture_output=True, text=True, timeout=900)
+    assert r5.returncode == 0, r5.stderr[-3000:]
+    loop = json.loads((run / "loop.json").read_text())
+    assert loop["iteration"] == 4 and [e["iteration"] for e in loop["evals"]] == [1, 2, 4]
+    assert [c["iteration"] for c in loop["clones"]] == [1, 2, 4]
+    metas = [json.loads(str(np.load(e)["meta"])) for e in sorted((run / "episodes").glob("ep-*.npz"))]
+    assert [m["policy"] for m in metas][4:] == ["agent-1"] * 2 + ["agent-2"] * 2 + ["agent-3"] * 2
+    assert (
+        json.loads((run / "evals.json").read_text())["imagination RL"]["returns"]
+        == loop["evals"][-1]["returns"]
+    )
 
 
 def test_bench_rl_retrain_control_shuffles_the_advantages():

@@ -241,6 +241,10 @@ class AgentConfig:
     # the earlier clones (run long_s0). One more evaluation per iteration but the last, whose clone the
     # final table scores anyway (~1.7 min on CarRacing)
     eval_clone: bool = True
+    # (ours) whether the loop scores every iteration's RL policy and clone in the real env, or only the last
+    # iteration's (the final table's). The earlier ones are diagnostics no stage reads: on CarRacing they
+    # cost ~4 of make demo's minutes (20 episodes; session 40's evaluations took 10.7-12.9 minutes in all)
+    eval_every_iteration: bool = True
     # (ours) each loop iteration's imagination RL starts from that iteration's clone (the finetuned policy,
     # also its prior) instead of resuming the last iteration's policy and value heads, which were trained on
     # agent-token features the new finetune has since moved. The loop's second RL iteration scored below
@@ -394,6 +398,10 @@ def _cpu() -> RunConfig:
     # +2.62 / -9.00 / -93.42 against +360.30 / +254.91 / +69.46 / +285.05), sampling on three (+115.23 /
     # +16.96 / +81.32 / +47.82). `--agent.eval_other_readouts 2` scores them again
     c.agent.eval_other_readouts = 0
+    # (ours) and only the last iteration scored (agent.eval_every_iteration): the first iteration's two
+    # evaluations fed nothing, and with them make demo took 47.3 / 46.4 / 44.8 minutes (session 40, where
+    # CarRacing stepped at 51-56 steps/s). `--agent.eval_every_iteration true` scores them again
+    c.agent.eval_every_iteration = False
     # (ours) action guidance (DynamicsConfig.action_guidance): 3 training seeds of this preset's dynamics
     # stage on the driver's data, dreamed plainly and with w = 4: shuffle ratio h8 1.28 / 1.33 / 1.28 ->
     # 2.30 / 1.93 / 1.78, share of the env's action effect reproduced at h8 10.5% / 13.8% / 12.4% -> 44.2% /

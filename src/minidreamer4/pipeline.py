@@ -234,42 +234,7 @@ def train_loop(cfg: RunConfig, progress: bool = True) -> dict:
         pols = [random_policy(env, r) for r in rngs]
         return pols if n_agents else pols[0]
 
-    for it in range(loop["iteration"], a.iterations):
-        with timer("finetune"):
-            train_finetune(cfg, scale=it + 1, progress=progress)
-        with timer("imagination"):
-            train_imagination(cfg, scale=it + 1, progress=progress)
-        if not dist.is_main():  # rank 0 evaluates and collects alone; the others wait for the new data
-            dist.barrier()
-            loop = {**loop, "iteration": it + 1}
-            continue
-        with timer("eval"):
-            ev = evaluate_policy(
-                envs_for_eval(), actor("rl", mode, seed=it), a.eval_episodes, desc=bar("eval")
-            )
-            # the clone this iteration's RL started from (see AgentConfig.eval_clone), on the same seeds
-            clone = (
-                evaluate_policy(envs_for_eval(), actor("bc", mode), a.eval_episodes, desc=bar("eval BC"))
-                if a.eval_clone
-                else {}
-            )
-        steps = store.stats()["steps"]
-        logger = Logger(d, cfg, cfg.wandb)
-        logger.log(
-            "loop/eval",
-            it + 1,
-            {"return_mean": ev["return_mean"], "return_std": ev["return_std"], "env_steps": steps}
-            | ({"clone_return_mean": clone["return_mean"]} if clone else {}),
-        )
-        logger.close()
-        print(
-            f"loop iteration {it + 1}/{a.iterations}: real-env return "
-            f"({mode}) {ev['return_mean']:.2f} "
-            f"+- {ev['return_std']:.2f} ({a.eval_episodes} episodes), {steps} env steps stored"
-            + (f"; per agent {ev['return_per_agent']}" if "return_per_agent" in ev else "")
-            + (f"; its clone {clone['return_mean']:.2f} +- {clone['return_std']:.2f}" if clone else ""),
-            flush=True,
-        )
+    def collect_with(it: int) -> None:  # iteration it's RL policy adds its episodes to the store
         with timer("collect_agent"):
             collect(
                 env,
@@ -281,8 +246,60 @@ def train_loop(cfg: RunConfig, progress: bool = True) -> dict:
                 policy_name=f"agent-{it + 1}",
                 envs=envs_for_eval(),
             )
+
+    for it in range(loop["iteration"], a.iterations):
+        # a run resumed with more iterations than it had: the last one's policy collects now (below, the
+        # loop collects only when another iteration follows)
+        if it > 0 and loop.get("collected", it) < it and dist.is_main():
+            collect_with(it - 1)
+            loop = {**loop, "collected": it}
+            loop_path.write_text(json.dumps(loop, indent=2))
+        dist.barrier()
+        with timer("finetune"):
+            train_finetune(cfg, scale=it + 1, progress=progress)
+        with timer("imagination"):
+            train_imagination(cfg, scale=it + 1, progress=progress)
+        if not dist.is_main():  # rank 0 evaluates and collects alone; the others wait for the new data
+            dist.barrier()
+            loop = {**loop, "iteration": it + 1}
+            continue
+        last = it + 1 == a.iterations
+        ev, clone = {}, {}
+        if last or a.eval_every_iteration:
+            with timer("eval"):
+                ev = evaluate_policy(
+                    envs_for_eval(), actor("rl", mode, seed=it), a.eval_episodes, desc=bar("eval")
+                )
+                # the clone this iteration's RL started from (see AgentConfig.eval_clone), on the same seeds
+                clone = (
+                    evaluate_policy(envs_for_eval(), actor("bc", mode), a.eval_episodes, desc=bar("eval BC"))
+                    if a.eval_clone
+                    else {}
+                )
+            steps = store.stats()["steps"]
+            logger = Logger(d, cfg, cfg.wandb)
+            logger.log(
+                "loop/eval",
+                it + 1,
+                {"return_mean": ev["return_mean"], "return_std": ev["return_std"], "env_steps": steps}
+                | ({"clone_return_mean": clone["return_mean"]} if clone else {}),
+            )
+            logger.close()
+            print(
+                f"loop iteration {it + 1}/{a.iterations}: real-env return "
+                f"({mode}) {ev['return_mean']:.2f} "
+                f"+- {ev['return_std']:.2f} ({a.eval_episodes} episodes), {steps} env steps stored"
+                + (f"; per agent {ev['return_per_agent']}" if "return_per_agent" in ev else "")
+                + (f"; its clone {clone['return_mean']:.2f} +- {clone['return_std']:.2f}" if clone else ""),
+                flush=True,
+            )
+        # (ours) the policy collects only when another iteration will train on its episodes: the last
+        # iteration's collection (5 episodes, ~1 min of make demo on CarRacing) was never read
+        if not last:
+            collect_with(it)
         clones = loop.get("clones", []) + ([{"iteration": it + 1, **clone}] if clone else [])
-        loop = {"iteration": it + 1, "evals": loop["evals"] + [{"iteration": it + 1, **ev}], "clones": clones}
+        evals = loop["evals"] + ([{"iteration": it + 1, **ev}] if ev else [])
+        loop = {"iteration": it + 1, "evals": evals, "clones": clones, "collected": it + (not last)}
         loop_path.write_text(json.dumps(loop, indent=2))
         dist.barrier()
     if not dist.is_main():
