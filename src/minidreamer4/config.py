@@ -352,8 +352,9 @@ def _cpu() -> RunConfig:
     c = RunConfig(name="cpu")
     # minute budgets keep the default job (`make demo`: the whole loop on CarRacing-v3, two iterations) within
     # 45 minutes on a 2-core CPU: collect 20 random episodes, tokenizer 7, dynamics 9, then per iteration
-    # finetune 2 and imagination 2.5, plus real-env evaluation and collection by the policy (measured: 39 min
-    # 14 s in all, of which collection 2.0 and evaluation 9.5). The steps are an upper bound.
+    # finetune 2 and imagination 2.5, plus real-env evaluation and collection by the policy (measured, session
+    # 41, CarRacing at ~56 steps/s: 40.1-40.2 min in all, of which collection by the policy 1.0 and
+    # evaluation 7.4; docs/experiments.md). The steps are an upper bound.
     # tokenizer: more, shorter segments: consecutive frames are alike, so more distinct frames per step
     c.tok_train = TrainConfig(
         steps=100_000, minutes=7.0, lr=3e-4, warmup=100, eval_every=250, batch=16, seq_len=4
