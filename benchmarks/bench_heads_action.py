@@ -15,6 +15,11 @@ contexts (the finetuned agent, BC heads), one step with the real action a and wi
 - `reward_std`, `reward_corr`: spread of the head's reward on the real frames with their real actions, and
   its correlation with the env's reward.
 With `agent.reward_input frame` the reward is the frame head's (blind to the action): token_effect is 0.
+
+`--head value` asks the same of the value head that imagination RL trained (`--policy rl`, the default
+with it): the advantage of a_t reads v at frame t+1 inside its lambda return, so a value that reads the
+action token can rank actions by what it fitted about them, not by the dream (`value_std`: its spread over
+the contexts, the scale the effects compare with).
 """
 
 import argparse
@@ -36,11 +41,14 @@ def main() -> None:
     ap.add_argument("--contexts", type=int, default=64)
     ap.add_argument("--context", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--head", choices=["reward", "value"], default="reward")
+    ap.add_argument("--policy", choices=["bc", "rl"], default=None, help="heads (default: bc / rl by head)")
     a = ap.parse_args()
     t0 = time.time()
     cfg = load_run_config(a.run)
     dev = torch.device("cpu")
-    tok, dyn, heads = load_agent(cfg, dev, "bc")
+    policy = a.policy or ("rl" if a.head == "value" else "bc")
+    tok, dyn, heads = load_agent(cfg, dev, policy)
     C, n = a.context, a.contexts
     b, _, _ = held_out_batch(cfg, tok, dev, n, C + 1, a.seed)
     act = b["act"][:, C]  # (B, A): the action that led to frame C
@@ -55,6 +63,8 @@ def main() -> None:
         h = dyn.add_context(
             frame_z[:, None], token_act[:, None], ones, cache, window=window, return_agent=True
         )
+        if a.head == "value":
+            return heads.value_mean(heads.value_input(h[:, 0], frame_z, b["z"][:, C - 1]))
         return heads.step_reward(h[:, 0], frame_z, b["z"][:, C - 1])  # the frame head when there is one
 
     def dream(action: torch.Tensor) -> torch.Tensor:
@@ -68,19 +78,23 @@ def main() -> None:
     both = (reward(z_a, act, 2) - reward(z_o, other, 2)).abs().mean().item()
     true = b["rew"][:, C].float()
     corr = float(np.corrcoef(r_real.numpy(), true.numpy())[0, 1]) if true.std() > 0 else float("nan")
+    if a.head == "value":  # a value is not a step reward: no correlation to report
+        corr = None
     out = {
         "bench": "heads_action",
         "run": a.run,
         "contexts": n,
+        "head": a.head,
+        "policy": policy,
         "sees_action": cfg.agent.sees_action,
         "reward_input": cfg.agent.reward_input,
         "token_effect": round(token, 5),
         "frame_effect": round(frame, 5),
         "both_effect": round(both, 5),
         "token_share": round(token / max(token + frame, 1e-12), 3),
-        "reward_std": round(r_real.std().item(), 5),
+        f"{a.head}_std": round(r_real.std().item(), 5),
         "env_reward_std": round(true.std().item(), 5),
-        "reward_corr": round(corr, 3),
+        "reward_corr": None if corr is None else round(corr, 3),
         "seconds": round(time.time() - t0, 1),
     }
     print(json.dumps(out))

@@ -403,3 +403,59 @@ def test_mean_action_penalty_is_the_squared_shift_and_holds_a_bias_back():
             opt.step()
         shifts[w] = m["mean_action_shift"]
     assert shifts[0.0] > 0.2 and shifts[10.0] < shifts[0.0] / 2, shifts
+
+
+def test_frame_value_is_blind_to_the_action_and_learns_in_imagination():
+    """agent.value_input = "frame": imagination hands the value the frames of its states (the context's last
+    two for state 0), so the value of a frame reached by two actions is one value, while the agent-token
+    value tells them apart; the value loss falls on a rollout; and a finetune checkpoint with an agent-token
+    value loads into heads with a frame value (the value left at its initial weights)."""
+    import copy
+
+    from minidreamer4.agent import frame_features
+    from minidreamer4.config import DynamicsConfig
+    from minidreamer4.dynamics import Dynamics
+    from minidreamer4.imagine import imagine, rl_losses
+    from minidreamer4.train_agent import _Pair, load_finetuned
+
+    torch.manual_seed(0)
+    cfg = DynamicsConfig(
+        dim=32, heads=2, kv_heads=1, layers=2, spatial_tokens=4, registers=1, k_max=8, sample_steps=2
+    )
+    dyn = Dynamics(cfg, 4, 8, (5, 5), agent_tokens=1, tasks=1, agent_sees_action=True).eval()
+    heads = AgentHeads(32, (5, 5), mtp=1, hidden=16, frame_dim=4 * 8, value_frame_dim=4 * 8)
+    old = AgentHeads(32, (5, 5), mtp=1, hidden=16, frame_dim=4 * 8)  # value on the agent token
+    for m in (heads.value[-1], old.value[-1]):  # non-zero outputs, so values can differ
+        torch.nn.init.normal_(m.weight)
+    B, C, H = 6, 3, 4
+    z = torch.rand(B, C, 4, 8) * 2 - 1
+    act, has = torch.rand(B, C, 2) * 2 - 1, torch.ones(B, C, dtype=torch.bool)
+    with torch.no_grad():
+        h = dyn.add_context(z, act, has, None, return_agent=True)
+        h2 = dyn.add_context(z, -act, has, None, return_agent=True)
+        assert (h2[:, -1] - h[:, -1]).abs().max() > 1e-3
+        read = [heads.value_mean(heads.value_input(x[:, -1], z[:, -1], z[:, -2])) for x in (h, h2)]
+        assert torch.equal(read[0], read[1])
+        assert (old.value_mean(h[:, -1]) - old.value_mean(h2[:, -1])).abs().max() > 1e-4
+        roll = imagine(dyn, heads, z, act, has, H)
+    assert roll["v_in"].shape == (B, H + 1, 2 * 4 * 8)
+    assert torch.equal(roll["v_in"][:, 0], frame_features(z[:, -1], z[:, -2]))
+    prior = copy.deepcopy(heads)
+    opt = torch.optim.Adam(heads.value.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(60):
+        loss, _ = rl_losses(heads, prior, roll, 0.99, 0.95, 0.5, 0.3, policy_weight=0.0)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.8 * losses[0], (losses[0], losses[-1])  # its targets move with it: not to 0
+    # a checkpoint whose value reads the agent token loads; everything but the value is taken from it
+    src, dst = (
+        _Pair(dyn, old),
+        _Pair(copy.deepcopy(dyn), AgentHeads(32, (5, 5), 1, hidden=16, frame_dim=32, value_frame_dim=32)),
+    )
+    init = copy.deepcopy(dst.heads.value.state_dict())
+    load_finetuned(dst, src.state_dict())
+    assert torch.equal(dst.heads.policy[0][1].weight, old.policy[0][1].weight)
+    assert all(torch.equal(v, init[k]) for k, v in dst.heads.value.state_dict().items())

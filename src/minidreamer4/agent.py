@@ -158,6 +158,12 @@ class MultiCategorical:
         return sum(-(lg.softmax(-1) * lg.log_softmax(-1)).sum(-1) for lg in self.logits)
 
 
+def frame_features(z: Tensor, z_prev: Tensor) -> Tensor:
+    """A frame's latents and their change from the frame before: (..., N_l, d_b) x 2 -> (..., 2 N_l d_b)."""
+    z, z_prev = z.flatten(-2).float(), z_prev.flatten(-2).float()
+    return torch.cat([z, z - z_prev], -1)
+
+
 def mlp(dim: int, out: int, hidden: int) -> nn.Sequential:
     return nn.Sequential(nn.RMSNorm(dim, eps=1e-6), nn.Linear(dim, hidden), nn.SiLU(), nn.Linear(hidden, out))
 
@@ -170,7 +176,11 @@ class AgentHeads(nn.Module):
     that led there except through what the dream made of it (AgentConfig.reward_input = "frame"). The
     agent token reads its frame's action token, and on CarRacing the reward head on it read that token 8x
     more than the dreamed frame (benchmarks/bench_heads_action.py, docs/experiments.md): imagination RL
-    then optimises what the head believes of actions, not what the dream shows."""
+    then optimises what the head believes of actions, not what the dream shows.
+
+    value_frame_dim > 0 (ours) makes the VALUE head read the frames the same way (AgentConfig.value_input
+    "frame"): the lambda return of a_t reads v at frame t+1, whose agent token starts from a_t's embedding,
+    so a value on h can rank actions by what its fits learned about the action token."""
 
     def __init__(
         self,
@@ -180,6 +190,7 @@ class AgentHeads(nn.Module):
         n_bins: int = 255,
         hidden: int = 256,
         frame_dim: int = 0,
+        value_frame_dim: int = 0,
     ):
         super().__init__()
         self.action_bins, self.mtp = tuple(action_bins), mtp
@@ -187,7 +198,8 @@ class AgentHeads(nn.Module):
         n_act = sum(self.action_bins)
         self.policy = nn.ModuleList(mlp(dim, n_act, hidden) for _ in range(mtp + 1))
         self.reward = nn.ModuleList(mlp(dim, n_bins, hidden) for _ in range(mtp + 1))
-        self.value = mlp(dim, n_bins, hidden)
+        self.value_frame = value_frame_dim > 0
+        self.value = mlp(2 * value_frame_dim if self.value_frame else dim, n_bins, hidden)
         self.cont = mlp(dim, 1, hidden)
         self.frame_reward = mlp(2 * frame_dim, n_bins, hidden) if frame_dim else None
         zero = (*self.reward, self.value, *([self.frame_reward] if frame_dim else []))
@@ -204,8 +216,12 @@ class AgentHeads(nn.Module):
     def frame_reward_logits(self, z: Tensor, z_prev: Tensor) -> Tensor:
         """z, z_prev (..., N_l, d_b): the frame arrived at and the one before -> reward logits (..., K).
         Reads the frame and its change, the motion that CarRacing's reward (tiles passed) comes from."""
-        z, z_prev = z.flatten(-2).float(), z_prev.flatten(-2).float()
-        return self.frame_reward(torch.cat([z, z - z_prev], -1))
+        return self.frame_reward(frame_features(z, z_prev))
+
+    def value_input(self, h: Tensor, z: Tensor, z_prev: Tensor) -> Tensor:
+        """What the value head reads at a state: the agent output h (..., D), or with a frame value the
+        frame z (..., N_l, d_b) and its change from z_prev."""
+        return frame_features(z, z_prev) if self.value_frame else h
 
     def step_reward(self, h: Tensor, z: Tensor, z_prev: Tensor) -> Tensor:
         """The reward of arriving at a frame as imagination and the dream env read it: the frame head's
@@ -214,8 +230,9 @@ class AgentHeads(nn.Module):
             return twohot_mean(self.frame_reward_logits(z, z_prev), self.bins)
         return self.reward_mean(h)
 
-    def value_mean(self, h: Tensor) -> Tensor:
-        return twohot_mean(self.value(h), self.bins)
+    def value_mean(self, x: Tensor) -> Tensor:
+        """x: value_input(...) of the states."""
+        return twohot_mean(self.value(x), self.bins)
 
     def cont_prob(self, h: Tensor) -> Tensor:
         return torch.sigmoid(self.cont(h)[..., 0].float())

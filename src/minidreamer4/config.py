@@ -162,6 +162,11 @@ class AgentConfig:
     # on the agent token, which also reads the action token of its frame) or "frame" (a head on the latents
     # of the frame arrived at and the one before, blind to the action: agent.AgentHeads)
     reward_input: str = "agent"
+    # (ours) what the value head reads: "agent" (METHOD.md: the agent token's output, which starts from the
+    # embedding of the action that led to the frame) or "frame" (the frame's latents and their change, as
+    # the frame reward head, blind to the action but through the dream). The lambda return of a_t reads the
+    # value at frame t+1: a value on the agent token can rank a_t by what its fits learned of the token
+    value_input: str = "agent"
     horizon: int = 15  # imagined steps per rollout
     # (ours) the action guidance (DynamicsConfig.action_guidance) of the dreams the agent is trained in:
     # imagination RL and the dream env. Dreams shown to people (dream, play, the benchmarks) keep the

@@ -34,8 +34,9 @@ def imagine(
     greedy: bool = False,
 ) -> dict[str, Tensor]:
     """Rolls the policy out inside the world model from real contexts z (B, C, N_l, d_b), act (B, C, A).
-    Returns h (B, H+1, D) agent outputs of states 0..H, act_idx (B, H, A) the sampled bins, rew (B, H) and
-    cont (B, H) of each step t -> t+1 (reward received and continuation on arriving at t+1)."""
+    Returns h (B, H+1, D) agent outputs of states 0..H, v_in what the value head reads at them (h, or the
+    frames: AgentHeads.value_input), act_idx (B, H, A) the sampled bins, rew (B, H) and cont (B, H) of each
+    step t -> t+1 (reward received and continuation on arriving at t+1)."""
     B = z.shape[0]
     bins = dyn.act_bins
     ones = torch.ones(B, 1, dtype=torch.bool, device=z.device)
@@ -43,6 +44,7 @@ def imagine(
     h = dyn.add_context(z, act, has_act, cache, window=window, task=task, return_agent=True)[:, -1]  # (B, D)
     hs, idxs, rews, conts = [h], [], [], []
     z_prev = z[:, -1]  # (B, N_l, d_b)
+    zs = [z[:, -2] if z.shape[1] > 1 else z[:, -1], z_prev]  # frames -1..H (state 0's frame before it)
     for _ in range(horizon):
         pi = heads.pi(h)
         idx = pi.mode() if greedy else pi.sample()
@@ -56,8 +58,12 @@ def imagine(
         rews.append(heads.step_reward(h, z_next, z_prev))
         conts.append(heads.cont_prob(h))
         z_prev = z_next
+        zs.append(z_next)
+    frames = torch.stack(zs, 1)  # (B, H+2, N_l, d_b)
+    h = torch.stack(hs, 1)
     return {
-        "h": torch.stack(hs, 1),
+        "h": h,
+        "v_in": heads.value_input(h, frames[:, 1:], frames[:, :-1]),
         "act_idx": torch.stack(idxs, 1),
         "rew": torch.stack(rews, 1),
         "cont": torch.stack(conts, 1),
@@ -81,10 +87,11 @@ def rl_losses(
     mean_weight > 0 adds mean_weight x |mean_s E_pi[a] - mean_s E_prior[a]|^2, the squared shift of the
     expected action averaged over the rollout's states (AgentConfig.mean_action_weight)."""
     h = roll["h"].detach()  # the transformer is frozen: h is data here
+    v_in = roll.get("v_in", h).detach()  # what the value reads (AgentHeads.value_input)
     H = roll["rew"].shape[1]
     cont = (roll["cont"] > 0.5).float()  # continuation flags: a predicted termination ends the return
     with torch.no_grad():
-        v = heads.value_mean(h)  # (B, H+1)
+        v = heads.value_mean(v_in)  # (B, H+1)
         R = lambda_returns(roll["rew"], v, cont, gamma, lam)  # (B, H)
         adv = roll["adv"] if "adv" in roll else R - v[:, :H]
         # states after a predicted termination are not real states: leave them out
@@ -99,7 +106,7 @@ def rl_losses(
     shift = pi.mean_action()[alive].mean(0) - prior_pi.mean_action()[alive].mean(0)
     if mean_weight:
         policy_loss = policy_loss + mean_weight * shift.pow(2).sum()
-    value_loss = twohot_loss(heads.value(h[:, :H]), R, heads.bins)[alive].mean()
+    value_loss = twohot_loss(heads.value(v_in[:, :H]), R, heads.bins)[alive].mean()
     metrics = {
         "policy_loss": policy_loss.item(),
         "value_loss": value_loss.item(),
@@ -119,7 +126,7 @@ def rl_losses(
 @torch.no_grad()
 def advantages(heads: AgentHeads, roll: dict[str, Tensor], gamma: float, lam: float) -> Tensor:
     """A = R - v (B, H) of a rollout with the value head as it is now (METHOD.md 3)."""
-    v = heads.value_mean(roll["h"])
+    v = heads.value_mean(roll.get("v_in", roll["h"]))
     H = roll["rew"].shape[1]
     return lambda_returns(roll["rew"], v, (roll["cont"] > 0.5).float(), gamma, lam) - v[:, :H]
 

@@ -58,8 +58,31 @@ def build_agent(cfg: RunConfig, tok: Tokenizer, bins: tuple[int, ...]) -> tuple[
     )
     if a.reward_input not in ("agent", "frame"):
         raise ValueError(f"agent.reward_input must be 'agent' or 'frame', not {a.reward_input!r}")
-    frame_dim = tok.cfg.latents * tok.cfg.bottleneck if a.reward_input == "frame" else 0
-    return dyn, AgentHeads(cfg.dynamics.dim, bins, mtp=a.mtp, hidden=a.hidden, frame_dim=frame_dim)
+    if a.value_input not in ("agent", "frame"):
+        raise ValueError(f"agent.value_input must be 'agent' or 'frame', not {a.value_input!r}")
+    n = tok.cfg.latents * tok.cfg.bottleneck  # values per frame
+    heads = AgentHeads(
+        cfg.dynamics.dim,
+        bins,
+        mtp=a.mtp,
+        hidden=a.hidden,
+        frame_dim=n if a.reward_input == "frame" else 0,
+        value_frame_dim=n if a.value_input == "frame" else 0,
+    )
+    return dyn, heads
+
+
+def load_finetuned(pair: torch.nn.Module, state: dict) -> None:
+    """A finetune checkpoint into (dynamics, heads). The value head learns only in imagination (its finetuned
+    weights are its initial ones), so a checkpoint whose value reads another input (agent.value_input)
+    loads with the value head left at its own initial weights."""
+    own = pair.state_dict()
+    value = [k for k in state if k.startswith("heads.value.")]
+    drop = value if any(state[k].shape != own[k].shape for k in value) else []  # the whole head, or none
+    missing, unexpected = pair.load_state_dict(
+        {k: v for k, v in state.items() if k not in drop}, strict=False
+    )
+    assert not unexpected and set(missing) <= set(drop), (missing, unexpected)
 
 
 def scale_grad(x: torch.Tensor, s: float) -> torch.Tensor:
@@ -224,7 +247,7 @@ def load_agent(cfg: RunConfig, device: torch.device | str = "cpu", policy: str =
     ck, _ = open_checkpoint(cfg, "finetune", "train", device)
     dyn, heads = build_agent(cfg, tok, tuple(ck["action_bins"]))
     pair = _Pair(dyn, heads).to(device)
-    pair.load_state_dict(ck["model"])
+    load_finetuned(pair, ck["model"])
     rl = run_dir(cfg) / "checkpoints" / "imagination.pt"
     if policy == "rl" and rl.exists():
         ck = load_checkpoint(rl, device)
