@@ -165,7 +165,12 @@ class AgentConfig:
     # (ours) what the value head reads: "agent" (METHOD.md: the agent token's output, which starts from the
     # embedding of the action that led to the frame) or "frame" (the frame's latents and their change, as
     # the frame reward head, blind to the action but through the dream). The lambda return of a_t reads the
-    # value at frame t+1: a value on the agent token can rank a_t by what its fits learned of the token
+    # value at frame t+1: a value on the agent token can rank a_t by what its fits learned of the token.
+    # Measured on `make demo`'s RL value (run s44/demo_s0, benchmarks/bench_heads_action.py --head value):
+    # half of what an action changes in it came through the token (2.44 against 2.42 through the dreamed
+    # frame; value spread 15.27). But RL retrained from that run's clone (+360.07) with "frame" scored RL -
+    # BC -8.4 / -106.2 against -55.0 / -21.1 with "agent" (two draws each; the loop's own: -49.5), so the
+    # token's share is not what makes RL fall there (docs/experiments.md, session 44): "agent" stays
     value_input: str = "agent"
     horizon: int = 15  # imagined steps per rollout
     # (ours) the action guidance (DynamicsConfig.action_guidance) of the dreams the agent is trained in:
@@ -183,7 +188,9 @@ class AgentConfig:
     context: int = 8  # real frames that start each rollout
     gamma: float = 0.997
     lam: float = 0.95
-    alpha: float = 0.5  # PMPO weight of the positive set
+    # PMPO weight of the positive set. 0.7 instead of METHOD.md's 0.5, RL retrained from a +360.07 clone
+    # (run s44/demo_s0): RL - BC -49.7 / -34.4 against -55.0 / -21.1 with 0.5; entropy still rose (session 44)
+    alpha: float = 0.5
     beta: float = 0.3  # PMPO weight of the KL to the prior
     # (ours) weight of a penalty on the squared shift of the expected action averaged over a rollout's
     # states, against the prior's (imagine.rl_losses). The KL holds each state near the clone; this holds
