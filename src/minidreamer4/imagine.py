@@ -59,11 +59,15 @@ def imagine(
         conts.append(heads.cont_prob(h))
         z_prev = z_next
         zs.append(z_next)
-    frames = torch.stack(zs, 1)  # (B, H+2, N_l, d_b)
     h = torch.stack(hs, 1)
+    if heads.value_frame:  # the frames only when the value reads them
+        frames = torch.stack(zs, 1)  # (B, H+2, N_l, d_b)
+        h_or_frames = heads.value_input(h, frames[:, 1:], frames[:, :-1])
+    else:
+        h_or_frames = h
     return {
         "h": h,
-        "v_in": heads.value_input(h, frames[:, 1:], frames[:, :-1]),
+        "v_in": h_or_frames,
         "act_idx": torch.stack(idxs, 1),
         "rew": torch.stack(rews, 1),
         "cont": torch.stack(conts, 1),
