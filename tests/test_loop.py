@@ -157,3 +157,25 @@ def test_other_readouts_and_a_bad_count_fails_before_any_work(tmp_path):
     with pytest.raises(ValueError, match="eval_other_readouts"):
         train_loop(cfg, progress=False)
     assert not any(tmp_path.iterdir())  # nothing collected, no run folder
+
+
+def test_cpu_preset_budget_fits_make_demo_and_the_long_preset_keeps_its_own():
+    """`make demo` must stay within 45 minutes on 2 cores: the stages' minutes (iteration i trains up to i x
+    the finetune and RL budgets, RL restarting from each clone) leave ~12 minutes for collection and the
+    real-env evaluation (measured 9.5-10.2 in session 45, docs/experiments.md)."""
+    from minidreamer4.config import preset
+
+    c = preset("cpu")
+    n = c.agent.iterations
+    ft = c.ft_train.minutes * n  # the finetune resumes: its last iteration ends at n x its budget
+    rl = sum(c.rl_train.minutes * i for i in range(1, n + 1))  # each RL iteration restarts from its clone
+    assert c.tok_train.minutes + c.dyn_train.minutes + ft + rl <= 33.0
+    assert (n, c.dyn_train.minutes, c.ft_train.minutes, c.rl_train.minutes) == (1, 12.0, 4.0, 5.0)
+    # the long preset derives from cpu: its measured budgets stay its own
+    lg = preset("long")
+    assert (lg.agent.iterations, lg.dyn_train.minutes, lg.ft_train.minutes, lg.rl_train.minutes) == (
+        3,
+        30.0,
+        4.0,
+        5.0,
+    )

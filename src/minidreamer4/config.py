@@ -362,11 +362,10 @@ def _tiny() -> RunConfig:
 
 def _cpu() -> RunConfig:
     c = RunConfig(name="cpu")
-    # minute budgets keep the default job (`make demo`: the whole loop on CarRacing-v3, two iterations) within
-    # 45 minutes on a 2-core CPU: collect 20 random episodes, tokenizer 7, dynamics 9, then per iteration
-    # finetune 2 and imagination 2.5, plus real-env evaluation and collection by the policy (measured, session
-    # 41, CarRacing at ~56 steps/s: 40.1-40.2 min in all, of which collection by the policy 1.0 and
-    # evaluation 7.4; docs/experiments.md). The steps are an upper bound.
+    # minute budgets keep the default job (`make demo`: the whole loop on CarRacing-v3, one iteration) within
+    # 45 minutes on a 2-core CPU: collect 20 driver episodes, tokenizer 7, dynamics 12, finetune 4 and
+    # imagination 5, plus real-env evaluation (measured, session 45, CarRacing at 63-65 steps/s: 39.5 / 39.1 /
+    # 39.4 min in all, evaluation 6.9-7.3 of them; docs/experiments.md). The steps are an upper bound.
     # tokenizer: more, shorter segments: consecutive frames are alike, so more distinct frames per step
     c.tok_train = TrainConfig(
         steps=100_000, minutes=7.0, lr=3e-4, warmup=100, eval_every=250, batch=16, seq_len=4
@@ -384,7 +383,8 @@ def _cpu() -> RunConfig:
     # 0.0070 / 0.0051 vs 0.0093 / 0.0089 / 0.0066 (benchmarks/bench_action_effect.py; runs a17/pP_sS,
     # docs/experiments.md sessions 29-31)
     c.tokenizer.patch = 16
-    c.dyn_train = TrainConfig(steps=100_000, minutes=9.0, lr=5e-4, warmup=100, eval_every=250)
+    # (ours) 12 minutes, not 9: the minutes of the loop's first iteration (below), given to the dream
+    c.dyn_train = TrainConfig(steps=100_000, minutes=12.0, lr=5e-4, warmup=100, eval_every=250)
     # (ours) no single-frame rows (METHOD.md: 30%, kept in the other presets): each costs as much as a
     # sequence row and teaches no dynamics, and every dream here starts from real frames. In the 9-minute
     # stage the model then learns more of what follows what (3 training seeds, each paired on one store
@@ -400,10 +400,19 @@ def _cpu() -> RunConfig:
     c.dynamics.single_frame_frac = 0.0
     # the agent stages log every step or two: an RL step takes ~10 s here (16-17 per iteration), so the
     # default log_every 25 left their curves in report.md with 3 points (logging draws no random numbers)
-    c.ft_train = TrainConfig(steps=100_000, minutes=2.0, lr=3e-4, warmup=50, eval_every=100, log_every=2)
-    c.rl_train = TrainConfig(steps=100_000, minutes=2.5, lr=3e-4, warmup=10, eval_every=100, log_every=1)
-    # (ours) on CarRacing one iteration's 2.5 minutes are 16-17 RL steps (64 rollouts at ~115 imagined
-    # frames/s), fewer than the default 20-step value warm-up: in the first iteration the policy never moved
+    c.ft_train = TrainConfig(steps=100_000, minutes=4.0, lr=3e-4, warmup=50, eval_every=100, log_every=2)
+    c.rl_train = TrainConfig(steps=100_000, minutes=5.0, lr=3e-4, warmup=10, eval_every=100, log_every=1)
+    # (ours) one loop iteration, not two, with the second iteration's finetune (4 min) and RL (5 min)
+    # budgets. The first iteration (RL 2.5 min, 5 episodes collected by its policy, ~3.3 min in all) fed only
+    # the second finetune's kept-on dynamics loss (the clone copies the driver: agent.bc_own). Its minutes
+    # went to the dynamics stage: 12 minutes with two iterations took 43.5-46.2 min (session 43, RL - BC
+    # +1.3 / +126.7 / +22.7); with one, `make demo` took 39.5 / 39.1 / 39.4 min, RL scored +351.15 / +339.83
+    # / +360.26 (mean +350.41, std 8.36) on seeds 0 / 1 / 2 and RL - BC paired +62.4 / +108.4 / -50.6 (runs
+    # s45/one_sS). Two iterations at 9 minutes, eight runs: RL +269.03 (std 58.04), RL - BC +15.0 (std
+    # 78.38); docs/experiments.md session 45
+    c.agent.iterations = 1
+    # (ours) on CarRacing 2.5 minutes of RL were 16-17 steps (64 rollouts at ~115 imagined frames/s), fewer
+    # than the default 20-step value warm-up: the policy never moved. 5 minutes are ~30-45 steps
     c.agent.value_warmup = 5
     # (ours) the final RL policy scored in eval_readout ("mean" on CarRacing) alone: the two other readouts'
     # evaluations took 2.3 + 2.5 of make demo's 48.1 minutes (run s31/demo_s0, session 31). On the last
