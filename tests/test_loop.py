@@ -162,7 +162,7 @@ def test_other_readouts_and_a_bad_count_fails_before_any_work(tmp_path):
 def test_cpu_preset_budget_fits_make_demo_and_the_long_preset_keeps_its_own():
     """`make demo` must stay within 45 minutes on 2 cores: the stages' minutes (iteration i trains up to i x
     the finetune and RL budgets, RL restarting from each clone) leave ~12 minutes for collection and the
-    real-env evaluation (measured 9.5-10.2 in session 45, docs/experiments.md)."""
+    real-env evaluation (measured 9.5-9.9 in session 45, docs/experiments.md)."""
     from minidreamer4.config import preset
 
     c = preset("cpu")

@@ -398,8 +398,9 @@ def _cpu() -> RunConfig:
     # paired +35 / -28 / +139 (old default: -117 / +156 / +33); the first iteration's clones weaker (why:
     # not yet measured)
     c.dynamics.single_frame_frac = 0.0
-    # the agent stages log every step or two: an RL step takes ~10 s here (16-17 per iteration), so the
-    # default log_every 25 left their curves in report.md with 3 points (logging draws no random numbers)
+    # the agent stages log every step or two: an RL step takes ~8 s here (35-37 in make demo's 5 minutes),
+    # so the default log_every 25 left their curves in report.md with few points (logging draws no random
+    # numbers)
     c.ft_train = TrainConfig(steps=100_000, minutes=4.0, lr=3e-4, warmup=50, eval_every=100, log_every=2)
     c.rl_train = TrainConfig(steps=100_000, minutes=5.0, lr=3e-4, warmup=10, eval_every=100, log_every=1)
     # (ours) one loop iteration, not two, with the second iteration's finetune (4 min) and RL (5 min)
@@ -412,7 +413,7 @@ def _cpu() -> RunConfig:
     # 78.38); docs/experiments.md session 45
     c.agent.iterations = 1
     # (ours) on CarRacing 2.5 minutes of RL were 16-17 steps (64 rollouts at ~115 imagined frames/s), fewer
-    # than the default 20-step value warm-up: the policy never moved. 5 minutes are ~30-45 steps
+    # than the default 20-step value warm-up: the policy never moved. 5 minutes are 35-37 (session 45)
     c.agent.value_warmup = 5
     # (ours) the final RL policy scored in eval_readout ("mean" on CarRacing) alone: the two other readouts'
     # evaluations took 2.3 + 2.5 of make demo's 48.1 minutes (run s31/demo_s0, session 31). On the last
