@@ -451,7 +451,9 @@ def _cpu() -> RunConfig:
     # Fresh `make demo` runs at K = 2, seeds 0 / 1 / 2 (runs s32/demo_s0, s33/demo_s1, s33/demo_s2): 41.5 /
     # 43.2 / 41.7 min, final RL +298.98 / +369.04 / +223.39 (mean +297.14; K = 4, session 31: +273.51),
     # iteration 1's RL +261.90 / +303.81 / +363.85 (K = 4: -34.44 / -41.73 / +279.71), RL - BC paired
-    # -117.3 / +155.8 / +32.9 (docs/experiments.md, sessions 32-33)
+    # -117.3 / +155.8 / +32.9 (docs/experiments.md, sessions 32-33). K = 1 (session 46, RL retrained from the
+    # clones of runs s45/one_sS): RL - BC +60.1 / +119.4 / -89.8 against +92.5 / +135.2 / -24.0 at K = 2,
+    # lower on every seed with 51-56 RL steps against 45-47, though its dream faded less on one seed of 3
     c.agent.imagine_steps = 2
     # (ours) with a reward head that reads the frames, not the action token (agent.reward_input "frame"):
     # that is the head of the run above. With the agent-token head (it reads the action token 8x more
